@@ -1,0 +1,160 @@
+/* ag_config: agent.conf keys, defaults and checks. */
+#include "ag_config.h"
+#include "bus_log.h"
+#include "bus_plat.h"
+#include "tlscert.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define A(f) offsetof(ag_config_t, f)
+
+const cfg_entry_t ag_config_table[] = {
+    {"hub", "url", CFG_STR, A(hub_url), NULL, "wss://HOST:PORT/tunnel/connect (required)", 0, 0},
+    {"hub", "pin", CFG_STR, A(hub_pin), NULL,
+     "sha256/<base64> pin of the hub certificate's public key (required)", 0, 0},
+    {"hub", "reconnect_base", CFG_MS, A(reconnect_base_ms), "500ms",
+     "first reconnect delay ceiling (full jitter)", 10, 600000},
+    {"hub", "reconnect_cap", CFG_MS, A(reconnect_cap_ms), "30s", "largest reconnect delay", 10,
+     3600000},
+    {"hub", "reconnect_reset", CFG_MS, A(reconnect_reset_ms), "60s",
+     "a connection up this long resets the backoff", 0, 86400000},
+    {"hub", "dead_after", CFG_MS, A(dead_after_ms), "45s",
+     "hub silence after which the agent reconnects", 300, 86400000},
+    {"identity", "key_file", CFG_PATH, A(key_file), "agent.key", "Ed25519 key (mode 0600)", 0,
+     0},
+    {"upstream", "connect_to", CFG_STR, A(connect_to), "",
+     "TEST ONLY: HOST:PORT:127.0.0.1:PORT[,...] (loopback targets only)", 0, 0},
+    {"upstream", "ca_file", CFG_PATH, A(ca_file), "", "TEST ONLY: extra CA for vendor TLS", 0,
+     0},
+    {"agent", "metrics_listen", CFG_LISTEN, A(metrics_listen), "",
+     "Prometheus metrics HOST:PORT (\"\" = off)", 0, 0},
+    {"agent", "tap", CFG_STR, A(tap), "", "XPUB envelope mirror endpoint (\"\" = off)", 0, 0},
+    {"log", "level", CFG_LEVEL, A(log_level), "info", "error, warn, info or debug", 0, 0},
+    CFG_END,
+};
+
+/* Collects [instance.NAME] sections; vendors arrive with later work, so each is skipped. */
+static int s_instance_key(void *arg, const char *section, const char *key, const char *value,
+                          int line, char *err, size_t errlen)
+{
+    ag_config_t *cfg = arg;
+    if (strncmp(section, "instance.", 9) != 0 || !section[9]) {
+        snprintf(err, errlen, "%sunknown section [%s]", line ? "" : "--set: ", section);
+        return -1;
+    }
+    size_t i;
+    for (i = 0; i < cfg->n_instances; i++) {
+        if (strcmp(cfg->instances[i], section + 9) == 0)
+            break;
+    }
+    if (i == cfg->n_instances) {
+        if (i == AG_MAX_INSTANCES) {
+            snprintf(err, errlen, "[%s]: more than %d instances", section, AG_MAX_INSTANCES);
+            return -1;
+        }
+        cfg->instances[i] = strdup(section + 9);
+        cfg->n_instances++;
+    }
+    if (strcmp(key, "vendor") == 0) {
+        free(cfg->instance_vendor[i]);
+        cfg->instance_vendor[i] = strdup(value);
+    }
+    return 0;
+}
+
+int ag_parse_hub_url(const char *url, char *host, size_t hostlen, int *port, char *path,
+                     size_t pathlen)
+{
+    if (!url || strncmp(url, "wss://", 6) != 0)
+        return -EINVAL;
+    const char *h = url + 6;
+    const char *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    char hostport[300];
+    if (hl == 0 || hl >= sizeof hostport)
+        return -EINVAL;
+    memcpy(hostport, h, hl);
+    hostport[hl] = '\0';
+    if (cfg_split_listen(hostport, host, hostlen, port) != 0 || *port <= 0)
+        return -EINVAL;
+    snprintf(path, pathlen, "%s", slash ? slash : "/");
+    return 0;
+}
+
+int ag_check_connect_to(const char *list, char *err, size_t errlen)
+{
+    if (!list || !*list)
+        return 0;
+    char *copy = strdup(list), *save = NULL;
+    if (!copy)
+        return -ENOMEM;
+    int rc = 0;
+    for (char *e = strtok_r(copy, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        while (*e == ' ')
+            e++;
+        /* HOST:PORT:ADDR:PORT — the third field is the address actually dialled. */
+        char *f[4] = {0};
+        char *s2 = NULL;
+        int n = 0;
+        for (char *t = strtok_r(e, ":", &s2); t && n < 4; t = strtok_r(NULL, ":", &s2))
+            f[n++] = t;
+        if (n != 4 || strtok_r(NULL, ":", &s2)) {
+            snprintf(err, errlen, "upstream.connect_to: \"%s\" is not HOST:PORT:ADDR:PORT", e);
+            rc = -EINVAL;
+            break;
+        }
+        if (strncmp(f[2], "127.", 4) != 0 && strcmp(f[2], "localhost") != 0) {
+            snprintf(err, errlen,
+                     "upstream.connect_to: target %s is not a loopback address (test-only key)",
+                     f[2]);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+int ag_config_load(ag_config_t *cfg, const char *file, char *const *sets, size_t n_sets,
+                   char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg_spec_t spec = {ag_config_table, cfg, s_instance_key, cfg};
+    int rc = cfg_load(&spec, file, sets, n_sets, err, errlen);
+    if (rc != 0)
+        return rc;
+    char host[256], path[256];
+    int port;
+    if (ag_parse_hub_url(cfg->hub_url, host, sizeof host, &port, path, sizeof path) != 0) {
+        snprintf(err, errlen, "hub.url: expected wss://HOST:PORT/tunnel/connect (got \"%s\")",
+                 cfg->hub_url);
+        return -EINVAL;
+    }
+    if (!tls_pin_valid(cfg->hub_pin)) {
+        snprintf(err, errlen, "hub.pin: expected sha256/<44 base64 characters>");
+        return -EINVAL;
+    }
+    rc = ag_check_connect_to(cfg->connect_to, err, errlen);
+    if (rc != 0)
+        return rc;
+    cfg->dir = file ? plat_dirname(file) : strdup(".");
+    if (!cfg->dir)
+        return -ENOMEM;
+    return 0;
+}
+
+void ag_config_free(ag_config_t *cfg)
+{
+    cfg_spec_t spec = {ag_config_table, cfg, NULL, NULL};
+    cfg_free(&spec);
+    for (size_t i = 0; i < cfg->n_instances; i++) {
+        free(cfg->instances[i]);
+        free(cfg->instance_vendor[i]);
+    }
+    cfg->n_instances = 0;
+    free(cfg->dir);
+    cfg->dir = NULL;
+}

@@ -1,0 +1,267 @@
+/* agent: the provider's process. `agent init`, `agent pubkey`, `agent run`. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ag_client.h"
+#include "ag_config.h"
+#include "bus_config.h"
+#include "bus_log.h"
+#include "bus_loop.h"
+#include "bus_plat.h"
+#include "identity.h"
+#include "tlscert.h"
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage:\n"
+            "  agent init --dir DIR --hub wss://HOST:PORT/tunnel/connect --pin sha256/<base64>\n"
+            "      creates DIR/agent.key (Ed25519, mode 0600) and DIR/agent.conf;\n"
+            "      prints pubkey: and agent_id:\n"
+            "  agent pubkey [--dir DIR | --config DIR/agent.conf]\n"
+            "      prints the public key (base64) to register with hubctl agent add\n"
+            "  agent run [--dir DIR | --config DIR/agent.conf] [--set section.key=value]...\n"
+            "      connects to the hub and serves it; reconnects forever\n"
+            "  agent --help | --version\n\n"
+            "agent.conf keys:\n");
+    cfg_print_help(ag_config_table, out);
+    fprintf(out, "  [instance.NAME] sections: one per vendor instance (vendor, models, key, "
+                 "max_concurrency)\n");
+}
+
+/* agent init: key pair and config in DIR; refuses to overwrite either. */
+static int s_cmd_init(const cfg_cli_t *cli)
+{
+    const char *dir = cfg_cli_opt(cli, "--dir");
+    const char *hub = cfg_cli_opt(cli, "--hub");
+    const char *pin = cfg_cli_opt(cli, "--pin");
+    char host[256], path[256], err[256];
+    int port;
+    if (!dir || !hub || !pin) {
+        fprintf(stderr, "agent init: --dir, --hub and --pin are required\n");
+        return 2;
+    }
+    if (ag_parse_hub_url(hub, host, sizeof host, &port, path, sizeof path) != 0) {
+        fprintf(stderr, "agent init: --hub: expected wss://HOST:PORT/tunnel/connect\n");
+        return 2;
+    }
+    if (!tls_pin_valid(pin)) {
+        fprintf(stderr, "agent init: --pin: expected sha256/<44 base64 characters> "
+                        "(hubctl init prints it)\n");
+        return 2;
+    }
+    int rc = plat_mkdir_private(dir);
+    if (rc != 0) {
+        fprintf(stderr, "agent init: cannot create %s: %s\n", dir, strerror(-rc));
+        return 1;
+    }
+    char *key_path = plat_path_join(dir, "agent.key");
+    char *conf_path = plat_path_join(dir, "agent.conf");
+    struct stat st;
+    int ret = 1;
+    if (!key_path || !conf_path)
+        goto out;
+    if (stat(key_path, &st) == 0 || stat(conf_path, &st) == 0) {
+        fprintf(stderr, "agent init: %s already holds an agent (agent.key or agent.conf): "
+                        "refusing to overwrite\n", dir);
+        goto out;
+    }
+    id_keypair_t kp;
+    if (id_keypair_generate(&kp) != 0 || (rc = id_keyfile_write(key_path, &kp)) != 0) {
+        fprintf(stderr, "agent init: cannot write %s: %s\n", key_path, strerror(-rc));
+        goto out;
+    }
+    char conf[2048];
+    int n = snprintf(conf, sizeof conf,
+                     "# relayhub agent configuration (agent init)\n"
+                     "[hub]\n"
+                     "url = %s\n"
+                     "pin = %s\n"
+                     "\n[identity]\n"
+                     "key_file = agent.key\n"
+                     "\n[agent]\n"
+                     "# metrics_listen = 127.0.0.1:9201\n"
+                     "\n[log]\n"
+                     "level = info\n"
+                     "\n# One section per vendor instance, for example:\n"
+                     "# [instance.main]\n"
+                     "# vendor = openai\n"
+                     "# api_key = sk-...\n"
+                     "# models = gpt-4o-mini\n"
+                     "# max_concurrency = 8\n",
+                     hub, pin);
+    if (n < 0 || (size_t)n >= sizeof conf || (rc = plat_write_file(conf_path, conf, (size_t)n, 1, 1)) != 0) {
+        fprintf(stderr, "agent init: cannot write %s\n", conf_path);
+        remove(key_path);
+        goto out;
+    }
+    char b64[45], id[ID_AGENT_ID_LEN + 1];
+    id_pubkey_b64(kp.pk, b64);
+    id_agent_id(kp.pk, id);
+    sodium_memzero(&kp, sizeof kp);
+    printf("pubkey: %s\nagent_id: %s\n", b64, id);
+    (void)err;
+    ret = 0;
+out:
+    free(key_path);
+    free(conf_path);
+    return ret;
+}
+
+/* Resolves the config path from --config or --dir (default: current directory). */
+static char *s_config_path(const cfg_cli_t *cli)
+{
+    if (cli->config)
+        return strdup(cli->config);
+    const char *dir = cfg_cli_opt(cli, "--dir");
+    return plat_path_join(dir ? dir : ".", "agent.conf");
+}
+
+static int s_load(const cfg_cli_t *cli, ag_config_t *cfg, const char *cmd)
+{
+    char err[512];
+    char *path = s_config_path(cli);
+    if (!path)
+        return 1;
+    int rc = ag_config_load(cfg, path, cli->sets, cli->n_sets, err, sizeof err);
+    free(path);
+    if (rc != 0) {
+        fprintf(stderr, "agent %s: %s\n", cmd, err);
+        return 2;
+    }
+    return 0;
+}
+
+static int s_cmd_pubkey(const cfg_cli_t *cli)
+{
+    ag_config_t cfg;
+    int rc = s_load(cli, &cfg, "pubkey");
+    if (rc != 0)
+        return rc;
+    id_keypair_t kp;
+    rc = id_keyfile_read(cfg.key_file, &kp);
+    if (rc != 0) {
+        fprintf(stderr, "agent pubkey: %s: %s\n", cfg.key_file,
+                rc == -EPERM ? "readable by group or others (chmod 600)" : strerror(-rc));
+        ag_config_free(&cfg);
+        return 1;
+    }
+    char b64[45];
+    id_pubkey_b64(kp.pk, b64);
+    sodium_memzero(&kp, sizeof kp);
+    printf("%s\n", b64);
+    ag_config_free(&cfg);
+    return 0;
+}
+
+static int s_cmd_run(const cfg_cli_t *cli)
+{
+    ag_config_t cfg;
+    int rc = s_load(cli, &cfg, "run");
+    if (rc != 0)
+        return rc;
+    bus_log_level = (log_level_t)cfg.log_level;
+    for (size_t i = 0; i < cfg.n_instances; i++)
+        log_warn("instance_skipped",
+                 "[instance.%s]: vendor \"%s\" is not supported by this build yet; skipped",
+                 cfg.instances[i], cfg.instance_vendor[i] ? cfg.instance_vendor[i] : "(none)");
+    char *lock_path = plat_path_join(cfg.dir, "agent.lock");
+    int lock = lock_path ? plat_lock_file(lock_path) : -ENOMEM;
+    if (lock < 0) {
+        fprintf(stderr, "agent run: %s: %s\n", cfg.dir,
+                lock == -EWOULDBLOCK ? "another agent is already running in this directory"
+                                     : strerror(-lock));
+        free(lock_path);
+        ag_config_free(&cfg);
+        return 1;
+    }
+    id_keypair_t kp;
+    rc = id_keyfile_read(cfg.key_file, &kp);
+    if (rc != 0) {
+        fprintf(stderr, "agent run: %s: %s\n", cfg.key_file,
+                rc == -EPERM ? "readable by group or others (chmod 600)"
+                : rc == -EBADMSG ? "not an agent key"
+                                 : strerror(-rc));
+        plat_unlock(lock);
+        free(lock_path);
+        ag_config_free(&cfg);
+        return 1;
+    }
+    int ret = 1;
+    ag_client_t *client = NULL;
+    bus_loop_t *loop = bus_loop_new(ag_client_protocols(), NULL);
+    if (loop) {
+        client = ag_client_new(loop, &cfg, &kp);
+        /* The pin check finds the client through the loop's user pointer. */
+        if (client) {
+            bus_loop_set_user(loop, client);
+            if (bus_loop_handle_signals(loop, ag_client_shutdown, client) == 0) {
+                bus_loop_run(loop);
+                ret = 0;
+            }
+        }
+        bus_loop_close_lws(loop);
+    }
+    ag_client_destroy(&client);
+    bus_loop_destroy(&loop);
+    sodium_memzero(&kp, sizeof kp);
+    plat_unlock(lock);
+    free(lock_path);
+    ag_config_free(&cfg);
+    log_info("stopped", "agent stopped");
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const extra[] = {"--dir", "--hub", "--pin", NULL};
+    cfg_cli_t cli;
+    char err[512];
+    bus_log_set_process("agent");
+    if (id_init() != 0) {
+        fprintf(stderr, "agent: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (argc < 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    if (cfg_cli_parse(&cli, argc, argv, 1, extra, err, sizeof err) != 0) {
+        fprintf(stderr, "agent: %s\n", err);
+        return 2;
+    }
+    int rc = 2;
+    /* Positional words: the command first; options were stored as ("--dir", value) pairs. */
+    const char *cmd = NULL;
+    for (size_t i = 0; i < cli.n_args; i++) {
+        if (strncmp(cli.args[i], "--", 2) == 0) {
+            i++;
+            continue;
+        }
+        cmd = cli.args[i];
+        break;
+    }
+    if (cli.help) {
+        s_usage(stdout);
+        rc = 0;
+    } else if (cli.version) {
+        printf("agent %s\n", RELAYHUB_VERSION);
+        rc = 0;
+    } else if (!cmd) {
+        s_usage(stderr);
+    } else if (strcmp(cmd, "init") == 0) {
+        rc = s_cmd_init(&cli);
+    } else if (strcmp(cmd, "pubkey") == 0) {
+        rc = s_cmd_pubkey(&cli);
+    } else if (strcmp(cmd, "run") == 0) {
+        rc = s_cmd_run(&cli);
+    } else {
+        fprintf(stderr, "agent: unknown command \"%s\" (init, pubkey, run)\n", cmd);
+    }
+    cfg_cli_free(&cli);
+    return rc;
+}

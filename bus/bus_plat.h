@@ -1,0 +1,63 @@
+/* bus_plat: the small platform layer (paths, data directory, secure random, monotonic time,
+ * file permissions). One implementation per OS in bus/plat/, chosen by meson:
+ * plat_linux.c (built and tested), plat_macos.c, plat_windows.c. */
+#ifndef BUS_PLAT_H
+#define BUS_PLAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in microseconds; never goes backwards, unaffected by wall-clock changes. */
+uint64_t plat_mono_us(void);
+
+/* Wall clock in microseconds since the Unix epoch. */
+uint64_t plat_wall_us(void);
+
+/* Fills buf with n cryptographically secure random bytes. Returns 0 or a negative errno. */
+int plat_random(void *buf, size_t n);
+
+/* Uniform random integer in [0, bound) from the secure source; bound > 0. */
+uint64_t plat_random_below(uint64_t bound);
+
+/* The default data directory for a component ("agent", "hub"): $XDG_DATA_HOME/relayhub/<name>
+ * or ~/.local/share/relayhub/<name> on Linux. Returns a malloc'd string or NULL. */
+char *plat_default_data_dir(const char *component);
+
+/* Joins dir and name with the OS separator; an absolute name is returned as is.
+ * Returns a malloc'd string or NULL. */
+char *plat_path_join(const char *dir, const char *name);
+
+/* The directory part of path ("." when it has none). Returns a malloc'd string or NULL. */
+char *plat_dirname(const char *path);
+
+/* 1 if path is absolute, else 0. */
+int plat_path_is_absolute(const char *path);
+
+/* Creates dir (and missing parents) with owner-only permissions. 0 or a negative errno. */
+int plat_mkdir_private(const char *dir);
+
+/* Writes data to path atomically (temporary file, fsync, rename) with owner-only permissions
+ * (0600) when private_file is set, else 0644. With exclusive set, fails with -EEXIST if path
+ * exists. 0 or a negative errno. */
+int plat_write_file(const char *path, const void *data, size_t len, int private_file,
+                    int exclusive);
+
+/* Reads a whole file of at most max bytes; *out is malloc'd and NUL-terminated.
+ * 0, -EFBIG when larger than max, or a negative errno. */
+int plat_read_file(const char *path, size_t max, char **out, size_t *out_len);
+
+/* 0 if path is readable and writable by its owner only (no group/other bits), -EPERM if
+ * group or others have any access, or a negative errno. */
+int plat_check_private(const char *path);
+
+/* Takes an exclusive advisory lock on path (created if missing), held until the process exits
+ * or plat_unlock is called. Returns a handle >= 0, -EWOULDBLOCK if another process holds it,
+ * or a negative errno. */
+int plat_lock_file(const char *path);
+void plat_unlock(int handle);
+
+/* Asks the OS to send SIGTERM to this process when its parent dies (no-op where the OS has no
+ * such facility; supervisors there use a watched pipe). 0 or a negative errno. */
+int plat_die_with_parent(void);
+
+#endif

@@ -1,0 +1,94 @@
+/* hub_config: hub.conf keys, defaults and help. */
+#include "hub_config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define H(f) offsetof(hub_config_t, f)
+
+const cfg_entry_t hub_config_table[] = {
+    {"store", "backend", CFG_STR, H(store_backend), "sqlite", "sqlite (embedded) or mysql", 0, 0},
+    {"store", "sqlite_path", CFG_PATH, H(sqlite_path), "hub.db", "SQLite database file", 0, 0},
+    {"store", "mysql_url", CFG_STR, H(mysql_url), "",
+     "mysql://user:pass@host:port/db (backend = mysql)", 0, 0},
+    {"bus", "tunnel_router", CFG_ENDPOINT, H(tunnel_router), "ipc://tunnel.ipc",
+     "ROUTER bound by hub-tunnel for gateways", 0, 0},
+    {"bus", "tunnel_presence", CFG_ENDPOINT, H(tunnel_presence), "ipc://presence.ipc",
+     "PUB bound by hub-tunnel for presence events", 0, 0},
+    {"bus", "tunnel_tap", CFG_STR, H(tunnel_tap), "ipc://tap-tunnel.ipc",
+     "XPUB mirror of hub-tunnel's envelopes for bus-tap (\"\" = off)", 0, 0},
+    {"tunnel", "name", CFG_STR, H(tunnel_name), "tunnel-1", "this tunnel's name in presence", 0,
+     0},
+    {"tunnel", "listen", CFG_LISTEN, H(tunnel_listen), "127.0.0.1:8443",
+     "WSS listener for agents (/tunnel/connect)", 0, 0},
+    {"tunnel", "admin_listen", CFG_LISTEN, H(tunnel_admin_listen), "127.0.0.1:8081",
+     "admin HTTP API (keep on loopback)", 0, 0},
+    {"tunnel", "metrics_listen", CFG_LISTEN, H(tunnel_metrics_listen), "127.0.0.1:9101",
+     "Prometheus metrics (\"\" = off)", 0, 0},
+    {"tunnel", "cert", CFG_PATH, H(tunnel_cert), "hub.crt", "TLS certificate (PEM)", 0, 0},
+    {"tunnel", "key", CFG_PATH, H(tunnel_key), "hub.key", "TLS private key (PEM)", 0, 0},
+    {"tunnel", "admin_token", CFG_STR, H(tunnel_admin_token), "",
+     "bearer token for the admin API (required)", 0, 0},
+    {"tunnel", "heartbeat", CFG_MS, H(tunnel_heartbeat_ms), "15s", "ping interval", 100,
+     3600000},
+    {"tunnel", "dead_after", CFG_MS, H(tunnel_dead_after_ms), "45s",
+     "silence after which an agent is marked gone", 300, 86400000},
+    {"tunnel", "handshake_timeout", CFG_MS, H(tunnel_handshake_timeout_ms), "10s",
+     "time from connect to a valid auth; also the nonce lifetime", 100, 600000},
+    {"tunnel", "admin_timeout", CFG_MS, H(tunnel_admin_timeout_ms), "5s",
+     "wait for an agent's reply to an admin message (then 504)", 10, 600000},
+    {"tunnel", "max_agents", CFG_INT, H(tunnel_max_agents), "20000",
+     "tunnel connections accepted at once", 1, 1000000},
+    {"tunnel", "registry_poll", CFG_MS, H(tunnel_registry_poll_ms), "500ms",
+     "how often the agent registry is re-read", 50, 60000},
+    {"tunnel", "send_queue", CFG_BYTES, H(tunnel_send_queue_bytes), "8MiB",
+     "outgoing bytes queued per agent before it is dropped as too slow", 65536,
+     1073741824},
+    {"log", "level", CFG_LEVEL, H(log_level), "info", "error, warn, info or debug", 0, 0},
+    CFG_END,
+};
+
+int hub_config_load(hub_config_t *cfg, const char *file, char *const *sets, size_t n_sets,
+                    char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg_spec_t spec = {hub_config_table, cfg, NULL, NULL};
+    int rc = cfg_load(&spec, file, sets, n_sets, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (strcmp(cfg->store_backend, "sqlite") != 0 && strcmp(cfg->store_backend, "mysql") != 0) {
+        snprintf(err, errlen, "store.backend: must be sqlite or mysql (got \"%s\")",
+                 cfg->store_backend);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->store_backend, "mysql") == 0 && !cfg->mysql_url[0]) {
+        snprintf(err, errlen, "store.mysql_url: required when store.backend = mysql");
+        return -EINVAL;
+    }
+    if (cfg->tunnel_dead_after_ms <= cfg->tunnel_heartbeat_ms) {
+        snprintf(err, errlen, "tunnel.dead_after: must be longer than tunnel.heartbeat");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void hub_config_free(hub_config_t *cfg)
+{
+    cfg_spec_t spec = {hub_config_table, cfg, NULL, NULL};
+    cfg_free(&spec);
+}
+
+int hub_config_store_params(const hub_config_t *cfg, store_params_t *out, char *err,
+                            size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (store_backend_parse(cfg->store_backend, &out->backend) != 0) {
+        snprintf(err, errlen, "store.backend: must be sqlite or mysql");
+        return -EINVAL;
+    }
+    out->sqlite_path = cfg->sqlite_path;
+    out->mysql_url = cfg->mysql_url;
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* hub_config: the one table of every hub.conf key, shared by all hub processes and hubctl.
+ *
+ * Every hub process reads the whole hub.conf with this table, so an unknown key in any known
+ * section is an error everywhere (exit 2), and each process uses the sections it needs.
+ */
+#ifndef HUB_CONFIG_H
+#define HUB_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bus_config.h"
+#include "store/store.h"
+
+typedef struct {
+    /* [store] */
+    char *store_backend;  /* "sqlite" or "mysql" */
+    char *sqlite_path;    /* SQLite database file */
+    char *mysql_url;      /* mysql://user:pass@host:port/db */
+    /* [bus] */
+    char *tunnel_router;   /* ROUTER the tunnel binds for gateways */
+    char *tunnel_presence; /* PUB the tunnel binds for presence events */
+    char *tunnel_tap;      /* XPUB mirror of the tunnel's envelopes ("" = off) */
+    /* [tunnel] */
+    char *tunnel_name;            /* name of this tunnel instance in presence events */
+    char *tunnel_listen;          /* WSS listener for agents */
+    char *tunnel_admin_listen;    /* admin HTTP API (loopback) */
+    char *tunnel_metrics_listen;  /* Prometheus metrics ("" = off) */
+    char *tunnel_cert;            /* TLS certificate (PEM) */
+    char *tunnel_key;             /* TLS private key (PEM) */
+    char *tunnel_admin_token;     /* bearer token of the admin API */
+    int64_t tunnel_heartbeat_ms;  /* ping interval */
+    int64_t tunnel_dead_after_ms; /* silence after which an agent is gone */
+    int64_t tunnel_handshake_timeout_ms; /* time allowed from connect to auth */
+    int64_t tunnel_admin_timeout_ms;     /* wait for an agent's reply to admin.echo */
+    int64_t tunnel_max_agents;           /* connections accepted at once */
+    int64_t tunnel_registry_poll_ms;     /* how often the agent registry is re-read */
+    int64_t tunnel_send_queue_bytes;     /* per-agent outgoing queue limit */
+    /* [log] */
+    int log_level; /* log_level_t */
+} hub_config_t;
+
+extern const cfg_entry_t hub_config_table[];
+
+/* Loads hub.conf (file may be NULL) and overrides; on error writes one line to err. */
+int hub_config_load(hub_config_t *cfg, const char *file, char *const *sets, size_t n_sets,
+                    char *err, size_t errlen);
+void hub_config_free(hub_config_t *cfg);
+
+/* Store parameters for the configured backend. 0 or -EINVAL (err set). */
+int hub_config_store_params(const hub_config_t *cfg, store_params_t *out, char *err,
+                            size_t errlen);
+
+#endif

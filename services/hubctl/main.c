@@ -1,0 +1,368 @@
+/* hubctl: the hub operator's command line (init, agents). */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bus_config.h"
+#include "bus_log.h"
+#include "bus_plat.h"
+#include "hub_config.h"
+#include "identity.h"
+#include "store/store.h"
+#include "tlscert.h"
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage:\n"
+            "  hubctl init --dir DIR [--store sqlite|mysql] [--mysql-url mysql://u:p@h:port/db]\n"
+            "              [--set section.key=value]...\n"
+            "      writes DIR/hub.conf, DIR/hub.key, DIR/hub.crt, creates the database schema;\n"
+            "      prints pin: and admin_token:\n"
+            "  hubctl [--config DIR/hub.conf] agent add NAME --pubkey BASE64\n"
+            "  hubctl [--config DIR/hub.conf] agent list\n"
+            "  hubctl [--config DIR/hub.conf] agent disable ID\n"
+            "  hubctl [--config DIR/hub.conf] agent enable ID\n"
+            "  hubctl [--config DIR/hub.conf] migrate\n"
+            "  hubctl --help | --version\n\n"
+            "--config defaults to ./hub.conf. hub.conf keys:\n");
+    cfg_print_help(hub_config_table, out);
+}
+
+/* Opens the configured store. Returns 0 or an exit code (message printed). */
+static int s_open_store(const hub_config_t *cfg, store_t **st)
+{
+    store_params_t sp;
+    char err[512];
+    if (hub_config_store_params(cfg, &sp, err, sizeof err) != 0 ||
+        store_open(&sp, st, err, sizeof err) != 0) {
+        fprintf(stderr, "hubctl: store: %s\n", err);
+        return 1;
+    }
+    int version = 0;
+    if (store_schema_version(*st, &version) != 0 || version == 0) {
+        fprintf(stderr, "hubctl: the database has no schema yet: run hubctl init or migrate\n");
+        store_destroy(st);
+        return 1;
+    }
+    return 0;
+}
+
+/* Writes hub.conf with every key of the table, using defaults overridden by sets. */
+static int s_write_hub_conf(const char *path, const char *backend, const char *mysql_url,
+                            const char *token, char *const *sets, size_t n_sets)
+{
+    size_t cap = 8192, len = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    len += (size_t)snprintf(buf + len, cap - len,
+                            "# relayhub hub configuration (hubctl init). Every hub process reads "
+                            "this file;\n# relative paths are relative to this directory.\n");
+    const char *section = "";
+    for (const cfg_entry_t *e = hub_config_table; e->section; e++) {
+        const char *value = e->def ? e->def : "";
+        char setbuf[512];
+        if (strcmp(e->section, "store") == 0 && strcmp(e->key, "backend") == 0)
+            value = backend;
+        if (strcmp(e->section, "store") == 0 && strcmp(e->key, "mysql_url") == 0)
+            value = mysql_url ? mysql_url : "";
+        if (strcmp(e->section, "tunnel") == 0 && strcmp(e->key, "admin_token") == 0)
+            value = token;
+        for (size_t i = 0; i < n_sets; i++) {
+            snprintf(setbuf, sizeof setbuf, "%s.%s=", e->section, e->key);
+            if (strncmp(sets[i], setbuf, strlen(setbuf)) == 0)
+                value = sets[i] + strlen(setbuf);
+        }
+        if (strcmp(section, e->section) != 0) {
+            section = e->section;
+            len += (size_t)snprintf(buf + len, cap - len, "\n[%s]\n", section);
+        }
+        len += (size_t)snprintf(buf + len, cap - len, "# %s\n%s = %s\n", e->help, e->key, value);
+        if (len + 1024 > cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = nb;
+        }
+    }
+    /* hub.conf holds the admin token and maybe database credentials: owner-only. */
+    int rc = plat_write_file(path, buf, len, 1, 1);
+    sodium_memzero(buf, len);
+    free(buf);
+    return rc;
+}
+
+static int s_cmd_init(const cfg_cli_t *cli)
+{
+    const char *dir = cfg_cli_opt(cli, "--dir");
+    const char *backend = cfg_cli_opt(cli, "--store");
+    const char *mysql_url = cfg_cli_opt(cli, "--mysql-url");
+    char err[512];
+    if (!dir) {
+        fprintf(stderr, "hubctl init: --dir DIR is required\n");
+        return 2;
+    }
+    if (!backend)
+        backend = mysql_url ? "mysql" : "sqlite";
+    if (strcmp(backend, "sqlite") != 0 && strcmp(backend, "mysql") != 0) {
+        fprintf(stderr, "hubctl init: --store must be sqlite or mysql\n");
+        return 2;
+    }
+    if (strcmp(backend, "mysql") == 0 && !mysql_url) {
+        fprintf(stderr, "hubctl init: --store mysql needs --mysql-url mysql://user:pass@host:port/db\n");
+        return 2;
+    }
+    int rc = plat_mkdir_private(dir);
+    if (rc != 0) {
+        fprintf(stderr, "hubctl init: cannot create %s: %s\n", dir, strerror(-rc));
+        return 1;
+    }
+    char *conf = plat_path_join(dir, "hub.conf");
+    char *key = plat_path_join(dir, "hub.key");
+    char *crt = plat_path_join(dir, "hub.crt");
+    int ret = 1;
+    struct stat st;
+    hub_config_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    store_t *store = NULL;
+    if (!conf || !key || !crt)
+        goto out;
+    if (stat(conf, &st) == 0) {
+        fprintf(stderr, "hubctl init: %s exists: refusing to overwrite\n", conf);
+        goto out;
+    }
+    uint8_t raw[32];
+    char token[64];
+    plat_random(raw, sizeof raw);
+    sodium_bin2base64(token, sizeof token, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    rc = s_write_hub_conf(conf, backend, mysql_url, token, cli->sets, cli->n_sets);
+    if (rc != 0) {
+        fprintf(stderr, "hubctl init: cannot write %s: %s\n", conf, strerror(-rc));
+        goto out;
+    }
+    /* Read it back through the same table every process uses: what we wrote must load. */
+    if (hub_config_load(&cfg, conf, NULL, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "hubctl init: %s\n", err);
+        remove(conf);
+        ret = 2;
+        goto out;
+    }
+    if (stat(cfg.tunnel_key, &st) != 0 && stat(cfg.tunnel_cert, &st) != 0) {
+        rc = tls_make_self_signed(cfg.tunnel_key, cfg.tunnel_cert, NULL);
+        if (rc != 0) {
+            fprintf(stderr, "hubctl init: cannot create the TLS key and certificate: %s\n",
+                    strerror(-rc));
+            remove(conf);
+            goto out;
+        }
+    }
+    store_params_t sp;
+    if (hub_config_store_params(&cfg, &sp, err, sizeof err) != 0 ||
+        store_open(&sp, &store, err, sizeof err) != 0) {
+        fprintf(stderr, "hubctl init: store: %s\n", err);
+        remove(conf);
+        goto out;
+    }
+    rc = store_migrate(store);
+    if (rc < 0) {
+        fprintf(stderr, "hubctl init: migration failed: %s\n", store_last_error(store));
+        remove(conf);
+        goto out;
+    }
+    char pin[TLS_PIN_MAX];
+    if (tls_pin_of_file(cfg.tunnel_cert, pin, sizeof pin) != 0) {
+        fprintf(stderr, "hubctl init: cannot read %s\n", cfg.tunnel_cert);
+        goto out;
+    }
+    printf("config: %s\npin: %s\nadmin_token: %s\n", conf, pin, token);
+    sodium_memzero(token, sizeof token);
+    ret = 0;
+out:
+    store_destroy(&store);
+    hub_config_free(&cfg);
+    free(conf);
+    free(key);
+    free(crt);
+    return ret;
+}
+
+/* Checks an agent name: 1..128 printable characters, no control characters. */
+static int s_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > STORE_AGENT_NAME_MAX)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static int s_cmd_agent(const cfg_cli_t *cli, char **words, size_t n, const hub_config_t *cfg)
+{
+    store_t *st = NULL;
+    if (n < 1) {
+        fprintf(stderr, "hubctl agent: add, list, disable or enable\n");
+        return 2;
+    }
+    const char *sub = words[0];
+    int rc;
+    if (strcmp(sub, "add") == 0) {
+        const char *b64 = cfg_cli_opt(cli, "--pubkey");
+        if (n != 2 || !b64) {
+            fprintf(stderr, "hubctl agent add: usage: hubctl agent add NAME --pubkey BASE64\n");
+            return 2;
+        }
+        if (!s_name_ok(words[1])) {
+            fprintf(stderr, "hubctl agent add: NAME must be 1-128 printable characters\n");
+            return 2;
+        }
+        uint8_t pk[ID_PUBKEY_LEN];
+        if (id_pubkey_parse(b64, pk) != 0) {
+            fprintf(stderr, "hubctl agent add: --pubkey must be a base64 Ed25519 public key "
+                            "(agent pubkey prints it)\n");
+            return 2;
+        }
+        char id[ID_AGENT_ID_LEN + 1];
+        id_agent_id(pk, id);
+        if ((rc = s_open_store(cfg, &st)) != 0)
+            return rc;
+        rc = store_agent_add(st, id, words[1], pk, (int64_t)time(NULL));
+        if (rc == -EEXIST)
+            fprintf(stderr, "hubctl agent add: an agent with this key or name exists (id %s)\n",
+                    id);
+        else if (rc != 0)
+            fprintf(stderr, "hubctl agent add: %s\n", store_last_error(st));
+        else
+            printf("%s\n", id);
+        store_destroy(&st);
+        return rc == 0 ? 0 : 1;
+    }
+    if (strcmp(sub, "list") == 0) {
+        if ((rc = s_open_store(cfg, &st)) != 0)
+            return rc;
+        store_agent_t *list = NULL;
+        size_t count = 0;
+        rc = store_agent_list(st, &list, &count);
+        if (rc != 0) {
+            fprintf(stderr, "hubctl agent list: %s\n", store_last_error(st));
+            store_destroy(&st);
+            return 1;
+        }
+        printf("%-32s  %-8s  %-20s  %-44s  %s\n", "ID", "STATUS", "CREATED", "PUBKEY", "NAME");
+        for (size_t i = 0; i < count; i++) {
+            char b64[45], when[32];
+            time_t t = (time_t)list[i].created_at;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            id_pubkey_b64(list[i].pubkey, b64);
+            printf("%-32s  %-8s  %-20s  %-44s  %s\n", list[i].id, list[i].status, when, b64,
+                   list[i].name);
+        }
+        free(list);
+        store_destroy(&st);
+        return 0;
+    }
+    if (strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0) {
+        if (n != 2) {
+            fprintf(stderr, "hubctl agent %s: usage: hubctl agent %s ID\n", sub, sub);
+            return 2;
+        }
+        if ((rc = s_open_store(cfg, &st)) != 0)
+            return rc;
+        rc = store_agent_set_status(st, words[1],
+                                    strcmp(sub, "disable") == 0 ? "disabled" : "active");
+        if (rc == -ENOENT)
+            fprintf(stderr, "hubctl agent %s: no agent with id %s\n", sub, words[1]);
+        else if (rc != 0)
+            fprintf(stderr, "hubctl agent %s: %s\n", sub, store_last_error(st));
+        else
+            printf("%s %sd\n", words[1], sub);
+        store_destroy(&st);
+        return rc == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "hubctl agent: unknown subcommand \"%s\"\n", sub);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const extra[] = {"--dir", "--store", "--mysql-url", "--pubkey", NULL};
+    cfg_cli_t cli;
+    char err[512];
+    bus_log_set_process("hubctl");
+    bus_log_level = LOG_LVL_WARN;
+    if (id_init() != 0)
+        return 1;
+    if (cfg_cli_parse(&cli, argc, argv, 1, extra, err, sizeof err) != 0) {
+        fprintf(stderr, "hubctl: %s\n", err);
+        return 2;
+    }
+    /* Positional words, skipping the (option, value) pairs the parser stored. */
+    char *words[16];
+    size_t n = 0;
+    for (size_t i = 0; i < cli.n_args; i++) {
+        if (strncmp(cli.args[i], "--", 2) == 0 && i + 1 < cli.n_args) {
+            i++;
+            continue;
+        }
+        if (n < 16)
+            words[n++] = cli.args[i];
+    }
+    int rc = 2;
+    if (cli.help) {
+        s_usage(stdout);
+        rc = 0;
+    } else if (cli.version) {
+        printf("hubctl %s\n", RELAYHUB_VERSION);
+        rc = 0;
+    } else if (n == 0) {
+        s_usage(stderr);
+    } else if (strcmp(words[0], "init") == 0) {
+        rc = s_cmd_init(&cli);
+    } else {
+        hub_config_t cfg;
+        const char *path = cli.config ? cli.config : "hub.conf";
+        if (hub_config_load(&cfg, path, cli.sets, cli.n_sets, err, sizeof err) != 0) {
+            fprintf(stderr, "hubctl: %s\n", err);
+            cfg_cli_free(&cli);
+            return 2;
+        }
+        if (strcmp(words[0], "agent") == 0) {
+            rc = s_cmd_agent(&cli, words + 1, n - 1, &cfg);
+        } else if (strcmp(words[0], "migrate") == 0) {
+            store_t *st = NULL;
+            store_params_t sp;
+            if (hub_config_store_params(&cfg, &sp, err, sizeof err) == 0 &&
+                store_open(&sp, &st, err, sizeof err) == 0) {
+                int applied = store_migrate(st);
+                if (applied >= 0) {
+                    printf("%d migration(s) applied\n", applied);
+                    rc = 0;
+                } else {
+                    fprintf(stderr, "hubctl migrate: %s\n", store_last_error(st));
+                    rc = 1;
+                }
+                store_destroy(&st);
+            } else {
+                fprintf(stderr, "hubctl migrate: %s\n", err);
+                rc = 1;
+            }
+        } else {
+            fprintf(stderr, "hubctl: unknown command \"%s\"\n", words[0]);
+        }
+        hub_config_free(&cfg);
+    }
+    cfg_cli_free(&cli);
+    return rc;
+}
