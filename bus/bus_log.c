@@ -64,6 +64,8 @@ static size_t s_utf8_len(const unsigned char *s, size_t left)
 int bus_json_escape(char *dst, size_t cap, const char *s, size_t len)
 {
     size_t o = strlen(dst);
+    if (o >= cap)
+        return -ENOSPC; /* already full: write nothing, not even a NUL past cap */
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
         char tmp[8];
@@ -121,15 +123,21 @@ void bus_log_write(log_level_t level, const char *event, const char *req_id, con
     struct timespec ts;
     struct tm tm;
 
+    if ((unsigned)level > LOG_LVL_DEBUG)
+        level = LOG_LVL_DEBUG;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line,
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
-                     "\"process\":\"%s\",\"pid\":%d,\"event\":\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000, s_level_names[level], s_process, (int)getpid());
+                     "\"process\":\"",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000, s_level_names[level]);
     if (n < 0 || (size_t)n >= sizeof line)
         return;
+    /* The process name is escaped like any other string, and kept short. */
+    bus_json_escape(line, (size_t)n + 128, s_process, strlen(s_process));
+    size_t o = strlen(line);
+    snprintf(line + o, sizeof line - o, "\",\"pid\":%d,\"event\":\"", (int)getpid());
     bus_json_escape(line, sizeof line - 64, event, strlen(event));
     strncat(line, "\"", sizeof line - strlen(line) - 1);
     if (req_id) {
@@ -156,7 +164,8 @@ void bus_log_write(log_level_t level, const char *event, const char *req_id, con
         strncat(line, "\"", sizeof line - strlen(line) - 1);
     }
     strncat(line, "}\n", sizeof line - strlen(line) - 1);
-    /* One write(2) per line keeps lines whole when several processes share stderr. */
+    /* One write(2) per line keeps lines whole when several processes share stderr (a pipe
+     * write of at most PIPE_BUF = 4096 bytes is atomic, and line[] is smaller). */
     size_t len = strlen(line);
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
