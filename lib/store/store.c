@@ -1,0 +1,286 @@
+/* store: argument checks, backend dispatch and the migration runner (see store.h). */
+#include "store_impl.h"
+
+#include "bus_log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int store_backend_parse(const char *text, store_backend_t *out)
+{
+    if (!text || !out)
+        return -EINVAL;
+    if (strcmp(text, "sqlite") == 0)
+        *out = STORE_SQLITE;
+    else if (strcmp(text, "mysql") == 0)
+        *out = STORE_MYSQL;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+int store_open(const store_params_t *params, store_t **out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!params) {
+        if (err && errlen)
+            snprintf(err, errlen, "store: no parameters");
+        return -EINVAL;
+    }
+    store_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (err && errlen)
+            snprintf(err, errlen, "store: out of memory");
+        return -ENOMEM;
+    }
+    char dummy[8];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    int rc;
+    s->backend = params->backend;
+    if (params->backend == STORE_SQLITE) {
+        rc = store_sqlite_open(s, params, err, errlen);
+    } else if (params->backend == STORE_MYSQL) {
+        rc = store_mysql_open(s, params, err, errlen);
+    } else {
+        snprintf(err, errlen, "store: unknown backend %d", (int)params->backend);
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+        log_debug("store.open_failed", "%s", err);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_destroy(store_t **p)
+{
+    if (!p || !*p)
+        return;
+    store_t *s = *p;
+    if (s->ops && s->db)
+        s->ops->close(s);
+    free(s);
+    *p = NULL;
+}
+
+const char *store_last_error(const store_t *s)
+{
+    return s ? s->last_error : "";
+}
+
+void store_set_error(store_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
+    va_end(ap);
+    log_debug("store.error", "%s: %s", s->ops ? s->ops->name : "store", s->last_error);
+}
+
+int store_agents_push(store_agent_t **arr, size_t *n, size_t *cap, const store_agent_t *a)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        store_agent_t *grown = realloc(*arr, ncap * sizeof(**arr));
+        if (!grown)
+            return -ENOMEM;
+        *arr = grown;
+        *cap = ncap;
+    }
+    (*arr)[(*n)++] = *a;
+    return 0;
+}
+
+/* The compiled-in migrations of s's backend. */
+static const store_migration_t *s_migrations(const store_t *s, size_t *count)
+{
+    if (s->backend == STORE_MYSQL) {
+        *count = store_migrations_mysql_count;
+        return store_migrations_mysql;
+    }
+    *count = store_migrations_sqlite_count;
+    return store_migrations_sqlite;
+}
+
+int store_migrate(store_t *s)
+{
+    if (!s)
+        return -EINVAL;
+    size_t count;
+    const store_migration_t *migs = s_migrations(s, &count);
+    int rc = s->ops->migrate_begin(s);
+    if (rc < 0)
+        return rc;
+    int applied = 0;
+    for (size_t i = 0; i < count; i++) {
+        rc = s->ops->migrate_one(s, &migs[i], (int64_t)time(NULL));
+        if (rc < 0) {
+            log_debug("store.migrate_failed", "%s %s: %s", s->ops->name, migs[i].name,
+                      s->last_error);
+            break;
+        }
+        if (rc > 0) {
+            log_debug("store.migrated", "%s %s", s->ops->name, migs[i].name);
+            applied++;
+        }
+    }
+    s->ops->migrate_end(s);
+    return rc < 0 ? rc : applied;
+}
+
+int store_schema_version(store_t *s, int *version)
+{
+    if (!s || !version)
+        return -EINVAL;
+    return s->ops->schema_version(s, version);
+}
+
+/* True if id is 1..STORE_AGENT_ID_MAX bytes of [A-Za-z0-9_-] (safe in URLs and JSON). */
+static bool s_id_ok(const char *id)
+{
+    if (!id)
+        return false;
+    size_t n = strlen(id);
+    if (n == 0 || n > STORE_AGENT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4) with n bytes left, 0 if invalid. */
+static size_t s_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned int cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+/* True if name is 1..STORE_AGENT_NAME_MAX bytes of valid UTF-8 without control characters
+ * and without a leading or trailing space (which MySQL's PAD SPACE collations would ignore in
+ * the unique key, unlike SQLite). */
+static bool s_name_ok(const char *name)
+{
+    if (!name)
+        return false;
+    size_t n = strlen(name);
+    if (n == 0 || n > STORE_AGENT_NAME_MAX || name[0] == ' ' || name[n - 1] == ' ')
+        return false;
+    const unsigned char *u = (const unsigned char *)name;
+    for (size_t i = 0; i < n;) {
+        if (u[i] < 0x20 || u[i] == 0x7f)
+            return false;
+        size_t step = s_utf8_seq(u + i, n - i);
+        if (step == 0)
+            return false;
+        i += step;
+    }
+    return true;
+}
+
+/* True for the two statuses an agent can have. */
+static bool s_status_ok(const char *status)
+{
+    return status && (strcmp(status, "active") == 0 || strcmp(status, "disabled") == 0);
+}
+
+int store_agent_add(store_t *s, const char *id, const char *name, const uint8_t pubkey[32],
+                    int64_t created_at)
+{
+    if (!s || !pubkey)
+        return -EINVAL;
+    if (!s_id_ok(id)) {
+        store_set_error(s, "agent id must be 1..%d characters of [A-Za-z0-9_-]",
+                        STORE_AGENT_ID_MAX);
+        return -EINVAL;
+    }
+    if (!s_name_ok(name)) {
+        store_set_error(s,
+                        "agent name must be 1..%d bytes of UTF-8 without control characters "
+                        "or leading/trailing spaces",
+                        STORE_AGENT_NAME_MAX);
+        return -EINVAL;
+    }
+    return s->ops->agent_add(s, id, name, pubkey, created_at);
+}
+
+int store_agent_get(store_t *s, const char *id, store_agent_t *out)
+{
+    if (!s || !id || !out)
+        return -EINVAL;
+    if (!s_id_ok(id))
+        return -ENOENT; /* no such row can exist */
+    memset(out, 0, sizeof(*out));
+    return s->ops->agent_get(s, id, out);
+}
+
+int store_agent_list(store_t *s, store_agent_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    return s->ops->agent_list(s, out, n);
+}
+
+int store_agent_set_status(store_t *s, const char *id, const char *status)
+{
+    if (!s || !id)
+        return -EINVAL;
+    if (!s_status_ok(status)) {
+        store_set_error(s, "agent status must be \"active\" or \"disabled\"");
+        return -EINVAL;
+    }
+    if (!s_id_ok(id))
+        return -ENOENT;
+    return s->ops->agent_set_status(s, id, status);
+}
+
+int store_agents_rev(store_t *s, int64_t *rev)
+{
+    if (!s || !rev)
+        return -EINVAL;
+    return s->ops->agents_rev(s, rev);
+}

@@ -1,0 +1,83 @@
+/* store_impl: what store.c shares with its backends (store_sqlite.c, store_mysql.c), the
+ * generated migration tables (migrations.c, from schemas/gen_migrations.py) and the store's
+ * own unit test. Not for other callers: they use store.h.
+ *
+ * store.c checks every argument before it calls a backend, so backend functions may assume
+ * non-NULL pointers, ids of 1..STORE_AGENT_ID_MAX bytes, valid names and statuses.
+ */
+#ifndef STORE_IMPL_H
+#define STORE_IMPL_H
+
+#include "store.h"
+
+#include <stdbool.h>
+
+/* One migration file, NNN_name.sql, split into statements at a ';' that ends a line. */
+typedef struct {
+    int version;              /* NNN, >= 1; versions strictly increase through a table */
+    const char *name;         /* file name without ".sql", e.g. "001_agents" */
+    const char *const *stmts; /* the statements, without their final ';' */
+    size_t n_stmts;           /* number of statements, >= 1 */
+} store_migration_t;
+
+/* Generated into migrations.c: the same versions for both backends, in ascending order. */
+extern const store_migration_t store_migrations_sqlite[];
+extern const size_t store_migrations_sqlite_count;
+extern const store_migration_t store_migrations_mysql[];
+extern const size_t store_migrations_mysql_count;
+
+/* The functions each backend provides; store.c dispatches through them. */
+typedef struct {
+    const char *name; /* "sqlite" or "mysql" */
+    /* Frees the backend's connection state (s->db); s itself is store.c's. */
+    void (*close)(store_t *s);
+    /* Called once before and once after a store_migrate run (cross-process lock). */
+    int (*migrate_begin)(store_t *s);
+    void (*migrate_end)(store_t *s);
+    /* Applies m unless its version is recorded: 1 applied, 0 already there, or an error. */
+    int (*migrate_one)(store_t *s, const store_migration_t *m, int64_t now);
+    int (*schema_version)(store_t *s, int *version);
+    int (*agent_add)(store_t *s, const char *id, const char *name, const uint8_t pubkey[32],
+                     int64_t created_at);
+    int (*agent_get)(store_t *s, const char *id, store_agent_t *out);
+    int (*agent_list)(store_t *s, store_agent_t **out, size_t *n);
+    int (*agent_set_status)(store_t *s, const char *id, const char *status);
+    int (*agents_rev)(store_t *s, int64_t *rev);
+} store_ops_t;
+
+#define STORE_ERR_MAX 512
+
+/* One open connection. */
+struct store {
+    const store_ops_t *ops;         /* backend functions */
+    store_backend_t backend;        /* which backend */
+    void *db;                       /* sqlite3 * or MYSQL *, owned */
+    char last_error[STORE_ERR_MAX]; /* last database error of this connection, "" if none */
+};
+
+/* Backend constructors: fill s->ops and s->db, or return an error with err set (one line,
+ * no password). On failure they leave s->db NULL. */
+int store_sqlite_open(store_t *s, const store_params_t *params, char *err, size_t errlen);
+int store_mysql_open(store_t *s, const store_params_t *params, char *err, size_t errlen);
+
+/* Records the last database error of s (printf format) and logs it at debug. */
+void store_set_error(store_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Growable agent array for store_agent_list: appends *a to (*arr, *n, *cap). 0 or -ENOMEM. */
+int store_agents_push(store_agent_t **arr, size_t *n, size_t *cap, const store_agent_t *a);
+
+/* A parsed mysql://user:pass@host:port/db URL; strings are malloc'd and percent-decoded. */
+typedef struct {
+    char *user;     /* "" when the URL names none */
+    char *password; /* "" when the URL names none; wiped by store_mysql_url_free */
+    char *host;     /* never empty; "localhost" becomes "127.0.0.1"; IPv6 without brackets */
+    unsigned port;  /* 3306 unless the URL names one (1..65535) */
+    char *db;       /* "" when the URL names none */
+} store_mysql_url_t;
+
+/* Parses url into out. 0, -ENOMEM, or -EINVAL with err set (one line, never the password). */
+int store_mysql_url_parse(const char *url, store_mysql_url_t *out, char *err, size_t errlen);
+/* Frees the strings of u (wiping the password) and zeroes it; NULL-safe. */
+void store_mysql_url_free(store_mysql_url_t *u);
+
+#endif
