@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,8 +134,31 @@ static int s_raw_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
     }
 }
 
+/* Emits an lws log line as one of ours. */
+static void s_lws_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    log_debug("lws", "%s%.*s", level == LLL_ERR ? "E: " : "W: ", (int)n, line);
+}
+
+/* The signals the loop turns into events. */
+static void s_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
 bus_loop_t *bus_loop_new(const struct lws_protocols *protocols, void *user)
 {
+    /* Block the stop signals before any thread exists (zmq's I/O threads, service workers):
+     * threads inherit the mask, so only the signalfd ever sees them. */
+    sigset_t set;
+    s_stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     bus_loop_t *loop = calloc(1, sizeof *loop);
     if (!loop)
         return NULL;
@@ -150,8 +174,9 @@ bus_loop_t *bus_loop_new(const struct lws_protocols *protocols, void *user)
     loop->protocols[n].name = "bus-raw";
     loop->protocols[n].callback = s_raw_callback;
 
-    /* lws's own logging goes to stderr in its format; keep only errors, ours are JSON. */
-    lws_set_log_level(LLL_ERR, NULL);
+    /* lws's own lines join ours as JSON at debug level: every failure that matters is also
+     * logged by our code, with context lws does not have. */
+    lws_set_log_level(LLL_ERR | LLL_WARN, s_lws_log);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -310,12 +335,9 @@ static struct lws *s_adopt(bus_loop_t *loop, int fd, int kind, void *obj)
 int bus_loop_handle_signals(bus_loop_t *loop, bus_stop_cb on_stop, void *arg)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
-        return -errno;
+    s_stop_signals(&set);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -EINVAL;
     signal(SIGPIPE, SIG_IGN);
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0)

@@ -56,7 +56,8 @@ int bus_loop_run(bus_loop_t *loop);
 void bus_loop_stop(bus_loop_t *loop);
 bool bus_loop_stopping(bus_loop_t *loop);
 
-/* Signal handling: on_stop is called once on the first SIGTERM/SIGINT. */
+/* Signal handling: on_stop is called once on the first SIGTERM/SIGINT. bus_loop_new blocks
+ * SIGTERM/SIGINT/SIGHUP for every thread, so a process with a loop must call this. */
 int bus_loop_handle_signals(bus_loop_t *loop, bus_stop_cb on_stop, void *arg);
 
 /* Watches a zmq socket; cb runs for each queued message. NULL on failure. */

@@ -41,7 +41,7 @@ const cfg_entry_t hub_config_table[] = {
      "wait for an agent's reply to an admin message (then 504)", 10, 600000},
     {"tunnel", "max_agents", CFG_INT, H(tunnel_max_agents), "20000",
      "tunnel connections accepted at once", 1, 1000000},
-    {"tunnel", "registry_poll", CFG_MS, H(tunnel_registry_poll_ms), "500ms",
+    {"tunnel", "registry_poll", CFG_MS, H(tunnel_registry_poll_ms), "250ms",
      "how often the agent registry is re-read", 50, 60000},
     {"tunnel", "send_queue", CFG_BYTES, H(tunnel_send_queue_bytes), "8MiB",
      "outgoing bytes queued per agent before it is dropped as too slow", 65536,

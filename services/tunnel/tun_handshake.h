@@ -25,7 +25,7 @@
 enum {
     TUN_CLOSE_GOING_AWAY = 1001,        /* hub shutting down */
     TUN_CLOSE_TOO_BIG = 1009,           /* message over the envelope limit */
-    TUN_CLOSE_TRY_AGAIN = 1013,         /* agent registry not loaded yet */
+    TUN_CLOSE_TRY_AGAIN = 4013,         /* agent registry not loaded yet: retry */
     TUN_CLOSE_PROTOCOL = 4000,          /* malformed envelope or unexpected message */
     TUN_CLOSE_NOT_AUTHENTICATED = 4001, /* a message other than the handshake before it */
     TUN_CLOSE_UNKNOWN_AGENT = 4002,     /* agent id not in the registry */

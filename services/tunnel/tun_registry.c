@@ -25,6 +25,7 @@ struct tun_registry {
     pthread_mutex_t lock;    /* guards pending */
     s_snapshot_t *pending;   /* made by the worker, not yet adopted by the loop */
     s_snapshot_t *current;   /* the loop's snapshot */
+    uint64_t generation;     /* snapshots adopted so far */
     atomic_ullong errors;    /* database errors */
 };
 
@@ -151,12 +152,19 @@ bool tun_registry_refresh(tun_registry_t *r)
         return false;
     s_snapshot_free(r->current);
     r->current = snap;
+    r->generation++;
     return true;
+}
+
+uint64_t tun_registry_generation(const tun_registry_t *r)
+{
+    return r->generation;
 }
 
 int tun_registry_lookup(void *arg, const char *agent_id, tun_hs_agent_t *out)
 {
     tun_registry_t *r = arg;
+    tun_registry_refresh(r);
     if (!r->current)
         return -EAGAIN;
     store_agent_t key;

@@ -24,7 +24,11 @@ void tun_registry_destroy(tun_registry_t **r);
  * snapshot changed. */
 bool tun_registry_refresh(tun_registry_t *r);
 
-/* Lookup for the handshake: 0, -ENOENT, or -EAGAIN before the first successful load. */
+/* Counts adopted snapshots, so a caller can tell whether it has seen the current one. */
+uint64_t tun_registry_generation(const tun_registry_t *r);
+
+/* Lookup for the handshake (adopts a newer snapshot first, so an agent added a moment ago is
+ * found as soon as the worker has read it): 0, -ENOENT, or -EAGAIN before the first load. */
 int tun_registry_lookup(void *r, const char *agent_id, tun_hs_agent_t *out);
 
 /* True once a snapshot has been loaded. */

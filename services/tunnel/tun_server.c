@@ -99,6 +99,7 @@ struct tun_server {
     bus_metrics_t *metrics;      /* registry of metrics */
     s_metrics_t m;               /* handles */
     bus_timer_t sweep;           /* heartbeats and timeouts */
+    uint64_t reg_generation;     /* registry snapshot last enforced on connections */
     bus_timer_t stop_timer;      /* graceful stop progress */
     uint64_t stop_deadline_us;   /* force stop after this */
     bus_buf_t enc;               /* scratch encoder buffer */
@@ -1010,8 +1011,11 @@ static void s_sweep(bus_timer_t *t)
 {
     tun_server_t *srv = t->arg;
     uint64_t now = plat_mono_us();
-    if (tun_registry_refresh(srv->reg))
+    tun_registry_refresh(srv->reg);
+    if (tun_registry_generation(srv->reg) != srv->reg_generation) {
+        srv->reg_generation = tun_registry_generation(srv->reg);
         s_enforce_registry(srv);
+    }
     bus_metric_set(srv->m.registry_agents, (int64_t)tun_registry_count(srv->reg));
     bus_metric_set(srv->m.registry_errors, (int64_t)tun_registry_errors(srv->reg));
     bus_metric_set(srv->m.tap_dropped, (int64_t)bus_tap_dropped(srv->tap));
