@@ -100,6 +100,7 @@ struct tun_server {
     s_metrics_t m;               /* handles */
     bus_timer_t sweep;           /* heartbeats and timeouts */
     uint64_t reg_generation;     /* registry snapshot last enforced on connections */
+    uint64_t last_sweep_us;      /* monotonic time of the previous sweep */
     bus_timer_t stop_timer;      /* graceful stop progress */
     uint64_t stop_deadline_us;   /* force stop after this */
     bus_buf_t enc;               /* scratch encoder buffer */
@@ -1022,6 +1023,19 @@ static void s_sweep(bus_timer_t *t)
     uint64_t hb = (uint64_t)srv->cfg->tunnel_heartbeat_ms * 1000;
     uint64_t dead = (uint64_t)srv->cfg->tunnel_dead_after_ms * 1000;
     uint64_t hs_to = (uint64_t)srv->cfg->tunnel_handshake_timeout_ms * 1000;
+    uint64_t period = hb / 4 < S_SWEEP_US ? hb / 4 : S_SWEEP_US;
+    uint64_t stall = dead / 2 > 2 * period ? dead / 2 : 2 * period;
+    if (srv->last_sweep_us && now - srv->last_sweep_us > stall) {
+        /* We, not the agents, were stopped (SIGSTOP, a frozen VM, a stalled disk): their
+         * messages may be waiting unread. Give every agent a fresh dead_after. */
+        log_warn("loop_stalled", "no sweep for %llu ms: restarting heartbeat clocks",
+                 (unsigned long long)((now - srv->last_sweep_us) / 1000));
+        for (tun_conn_t *c = srv->conns; c; c = c->next) {
+            c->seen_mono_us = now;
+            c->since_mono_us = now;
+        }
+    }
+    srv->last_sweep_us = now;
     for (tun_conn_t *c = srv->conns; c; c = c->next) {
         if (c->close_code)
             continue;
@@ -1055,7 +1069,6 @@ static void s_sweep(bus_timer_t *t)
             s_conn_send(c, &p);
         }
     }
-    uint64_t period = hb / 4 < S_SWEEP_US ? hb / 4 : S_SWEEP_US;
     bus_timer_start(srv->loop, &srv->sweep, s_sweep, srv, (int64_t)(period ? period : 1000));
 }
 
