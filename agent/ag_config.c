@@ -4,6 +4,7 @@
 #include "bus_plat.h"
 #include "tlscert.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,7 @@ const cfg_entry_t ag_config_table[] = {
      0},
     {"agent", "metrics_listen", CFG_LISTEN, A(metrics_listen), "",
      "Prometheus metrics HOST:PORT (\"\" = off)", 0, 0},
-    {"agent", "tap", CFG_STR, A(tap), "", "XPUB envelope mirror endpoint (\"\" = off)", 0, 0},
+    {"agent", "tap", CFG_ENDPOINT, A(tap), "", "XPUB envelope mirror endpoint (\"\" = off)", 0, 0},
     {"log", "level", CFG_LEVEL, A(log_level), "info", "error, warn, info or debug", 0, 0},
     CFG_END,
 };
@@ -96,17 +97,22 @@ int ag_check_connect_to(const char *list, char *err, size_t errlen)
         while (*e == ' ')
             e++;
         /* HOST:PORT:ADDR:PORT — the third field is the address actually dialled. */
-        char *f[4] = {0};
+        char *f[5] = {0};
         char *s2 = NULL;
         int n = 0;
-        for (char *t = strtok_r(e, ":", &s2); t && n < 4; t = strtok_r(NULL, ":", &s2))
+        /* Up to five fields, so that a fifth one is seen (and refused). */
+        for (char *t = strtok_r(e, ":", &s2); t && n < 5; t = strtok_r(NULL, ":", &s2))
             f[n++] = t;
-        if (n != 4 || strtok_r(NULL, ":", &s2)) {
+        if (n != 4) {
             snprintf(err, errlen, "upstream.connect_to: \"%s\" is not HOST:PORT:ADDR:PORT", e);
             rc = -EINVAL;
             break;
         }
-        if (strncmp(f[2], "127.", 4) != 0 && strcmp(f[2], "localhost") != 0) {
+        /* An IPv4 literal in 127/8 or "localhost": a name such as "127.example.com" would be
+         * resolved by DNS and could point anywhere. */
+        struct in_addr a4;
+        bool loopback = inet_pton(AF_INET, f[2], &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+        if (!loopback && strcmp(f[2], "localhost") != 0) {
             snprintf(err, errlen,
                      "upstream.connect_to: target %s is not a loopback address (test-only key)",
                      f[2]);

@@ -17,7 +17,7 @@ const cfg_entry_t hub_config_table[] = {
      "ROUTER bound by hub-tunnel for gateways", 0, 0},
     {"bus", "tunnel_presence", CFG_ENDPOINT, H(tunnel_presence), "ipc://presence.ipc",
      "PUB bound by hub-tunnel for presence events", 0, 0},
-    {"bus", "tunnel_tap", CFG_STR, H(tunnel_tap), "ipc://tap-tunnel.ipc",
+    {"bus", "tunnel_tap", CFG_ENDPOINT, H(tunnel_tap), "ipc://tap-tunnel.ipc",
      "XPUB mirror of hub-tunnel's envelopes for bus-tap (\"\" = off)", 0, 0},
     {"tunnel", "name", CFG_STR, H(tunnel_name), "tunnel-1", "this tunnel's name in presence", 0,
      0},

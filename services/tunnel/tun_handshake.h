@@ -80,7 +80,7 @@ typedef struct {
     uint64_t nonce_at_us;           /* monotonic time it was issued */
     uint32_t proto_version;         /* agreed version */
     char agent_id[ID_AGENT_ID_LEN + 1]; /* set once authenticated */
-    char agent_version[64];         /* from hello/auth */
+    char agent_version[65];         /* from hello/auth: up to 64 bytes (envelopes.def) + NUL */
     char name[129];                 /* from the registry */
 } tun_hs_t;
 

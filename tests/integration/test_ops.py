@@ -1,0 +1,151 @@
+"""What operators touch: --help, --version, config errors (exit 2, one line naming the key),
+`agent init` files and refusals, the directory lock, hubctl, and bus-tap."""
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+
+from harness import (BIN, Agent, Hub, has_event, log_events, run, run_tests, spawn, tmpdir,
+                     wait_until)
+
+hub = Hub().start()
+
+
+def test_help_lists_every_key_with_default():
+    out = run([BIN["hub-tunnel"], "--help"]).stdout
+    for key in ("store.backend", "store.sqlite_path", "store.mysql_url", "bus.tunnel_router",
+                "bus.tunnel_presence", "bus.tunnel_tap", "tunnel.listen", "tunnel.admin_listen",
+                "tunnel.metrics_listen", "tunnel.cert", "tunnel.key", "tunnel.admin_token",
+                "tunnel.heartbeat", "tunnel.dead_after", "log.level"):
+        assert key in out, key
+    assert re.search(r"tunnel\.heartbeat\s*=\s*15s", out)
+    assert re.search(r"tunnel\.dead_after\s*=\s*45s", out)
+    out = run([BIN["agent"], "--help"]).stdout
+    for key in ("hub.url", "hub.pin", "identity.key_file", "upstream.connect_to",
+                "upstream.ca_file", "agent.metrics_listen", "log.level"):
+        assert key in out, key
+    assert "hubctl init" in run([BIN["hubctl"], "--help"]).stdout
+    for b in ("hub-tunnel", "agent", "hubctl", "bus-tap"):
+        r = run([BIN[b], "--version"])
+        assert r.stdout.startswith(b + " "), r.stdout
+
+
+def _exit2(args, key):
+    r = run(args, check=False)
+    assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert key in lines[0], (key, lines[0])
+
+
+def test_bad_config_exits_2_naming_the_key():
+    t = BIN["hub-tunnel"]
+    _exit2([t, "--config", hub.conf, "--set", "tunnel.heartbeat=15x"], "tunnel.heartbeat")
+    _exit2([t, "--config", hub.conf, "--set", "tunnel.lisen=127.0.0.1:1"], "tunnel.lisen")
+    _exit2([t, "--config", hub.conf, "--set", "tunnel.listen=nowhere"], "tunnel.listen")
+    _exit2([t, "--config", hub.conf, "--set", "store.backend=oracle"], "store.backend")
+    _exit2([t, "--config", hub.conf, "--set", "log.level=loud"], "log.level")
+    _exit2([t, "--config", hub.conf, "--set", "tunnel.dead_after=1s",
+            "--set", "tunnel.heartbeat=2s"], "tunnel.dead_after")
+    _exit2([t, "--config", "/nonexistent/hub.conf"], "hub.conf")
+    bad = os.path.join(tmpdir(), "hub.conf")
+    with open(bad, "w") as f:
+        f.write("[tunnel]\nlisten = 127.0.0.1:1\nbogus = 1\n")
+    _exit2([t, "--config", bad], "tunnel.bogus")
+    _exit2([t, "--bogus-flag"], "--bogus-flag")
+    # an unknown section is some other process's business: ignored
+    with open(bad, "w") as f:
+        f.write("[somebody_else]\nwhatever = 1\n[tunnel]\nadmin_token = x\n")
+    r = run([t, "--config", bad, "--set", "tunnel.cert=/nonexistent"], check=False)
+    assert r.returncode == 1  # got past config parsing, failed on the missing certificate
+    a = Agent(hub, "cfg")
+    _exit2([BIN["agent"], "run", "--dir", a.dir, "--set", "hub.url=ws://x:1/"], "hub.url")
+    _exit2([BIN["agent"], "run", "--dir", a.dir, "--set", "hub.pin=md5/abc"], "hub.pin")
+    _exit2([BIN["agent"], "run", "--dir", a.dir,
+            "--set", "upstream.connect_to=api.openai.com:443:10.1.2.3:443"], "connect_to")
+
+
+def test_agent_init_files_and_refusals():
+    d = os.path.join(tmpdir(), "ag")
+    out = run([BIN["agent"], "init", "--dir", d, "--hub", hub.url, "--pin", hub.pin]).stdout
+    pk = re.search(r"^pubkey: (\S+)$", out, re.M).group(1)
+    aid = re.search(r"^agent_id: ([0-9a-f]{32})$", out, re.M).group(1)
+    key = os.path.join(d, "agent.key")
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    with open(key) as f:
+        before = f.read()
+    r = run([BIN["agent"], "init", "--dir", d, "--hub", hub.url, "--pin", hub.pin], check=False)
+    assert r.returncode != 0 and "refusing to overwrite" in r.stderr
+    with open(key) as f:
+        assert f.read() == before
+    assert run([BIN["agent"], "pubkey", "--dir", d]).stdout.strip() == pk
+    # the id is derived from the key: hubctl computes the same one
+    assert hub.hubctl("agent", "add", "derived", "--pubkey", pk).stdout.strip() == aid
+    # bad inputs to init
+    for args in (["--hub", "http://x/", "--pin", hub.pin], ["--hub", hub.url, "--pin", "x"],
+                 ["--hub", hub.url]):
+        r = run([BIN["agent"], "init", "--dir", os.path.join(tmpdir(), "n")] + args, check=False)
+        assert r.returncode == 2, args
+    # a key readable by others is refused at run
+    os.chmod(key, 0o644)
+    r = run([BIN["agent"], "run", "--dir", d], check=False)
+    assert r.returncode == 1 and "chmod 600" in r.stderr
+
+
+def test_one_agent_per_directory():
+    a = Agent(hub, "locked").start()
+    a.wait_connected()
+    r = run([BIN["agent"], "run", "--dir", a.dir], check=False)
+    assert r.returncode == 1 and "already running" in r.stderr
+    a.stop()
+
+
+def test_hubctl_agents():
+    a = Agent(hub, "listed", register=True)
+    out = hub.hubctl("agent", "list").stdout
+    line = [l for l in out.splitlines() if a.id in l][0]
+    assert "active" in line and "listed" in line and a.pubkey in line
+    r = hub.hubctl("agent", "add", "listed", "--pubkey", a.pubkey, check=False)
+    assert r.returncode == 1 and "exists" in r.stderr
+    r = hub.hubctl("agent", "add", "x", "--pubkey", "not-base64!", check=False)
+    assert r.returncode == 2
+    r = hub.hubctl("agent", "disable", "f" * 32, check=False)
+    assert r.returncode == 1 and "no agent" in r.stderr
+    hub.hubctl("agent", "disable", a.id)
+    assert "disabled" in [l for l in hub.hubctl("agent", "list").stdout.splitlines()
+                          if a.id in l][0]
+    r = run([BIN["hubctl"], "init", "--dir", hub.dir], check=False)
+    assert r.returncode == 1 and "refusing to overwrite" in r.stderr
+    # hub.conf holds the admin token: owner-only
+    assert stat.S_IMODE(os.stat(hub.conf).st_mode) == 0o600
+
+
+def test_bus_tap_prints_envelopes():
+    a = Agent(hub, "tapped").start()
+    a.wait_connected()
+    tap_ep = "ipc://" + os.path.join(hub.dir, "tap-tunnel.ipc")
+    out_path = os.path.join(tmpdir(), "tap.out")
+    p = spawn([BIN["bus-tap"], tap_ep], out_path)
+    time.sleep(0.5)  # let the subscription reach the XPUB socket
+    wait_until(lambda: hub.echo(a.id, "tap me")[0] == 200 and
+               "tap me" in open(out_path).read(), what="tap output")
+    lines = [json.loads(l) for l in open(out_path) if l.strip()]
+    echoes = [l for l in lines if l["envelope"]["type"] == "admin.echo"]
+    dirs = {l["dir"] for l in echoes}
+    assert dirs == {"in", "out"}, lines
+    assert all(l["process"] == "hub-tunnel" for l in lines)
+    assert echoes[0]["envelope"]["payload"]["text"] == "tap me"
+    assert re.fullmatch(r"[0-9a-f]{32}", echoes[0]["envelope"]["req_id"])
+    # presence events are mirrored too
+    a.stop()
+    wait_until(lambda: any(json.loads(l)["envelope"]["type"] == "presence"
+                           for l in open(out_path) if l.strip()), what="presence on tap")
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=5) == 0
+
+
+run_tests(globals())
