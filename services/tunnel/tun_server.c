@@ -313,7 +313,7 @@ static void s_pending_finish(s_pending_t *p, int status, const char *text, size_
             json_t *o = json_pack("{s:s, s:s, s:s%, s:f}", "agent_id", p->agent_id, "req_id",
                                   p->req_hex, "text", text, text_len, "rtt_ms",
                                   (double)rtt_us / 1000.0);
-            char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            char *body = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
             if (body)
                 bus_http_respond(&pss->http, p->http_wsi, 200, "application/json", body,
                                  strlen(body));
