@@ -14,8 +14,9 @@ void backoff_init(backoff_t *b, int64_t base_ms, int64_t cap_ms, int64_t reset_a
 int64_t backoff_ceiling_ms(const backoff_t *b, uint32_t attempt)
 {
     int64_t c = b->base_ms;
+    /* Clamp before doubling: with a cap above INT64_MAX / 2, c * 2 would overflow. */
     for (uint32_t i = 0; i < attempt && c < b->cap_ms; i++)
-        c *= 2;
+        c = c > b->cap_ms / 2 ? b->cap_ms : c * 2;
     return c < b->cap_ms ? c : b->cap_ms;
 }
 

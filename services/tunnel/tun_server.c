@@ -1075,7 +1075,7 @@ static void s_sweep(bus_timer_t *t)
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
 static const struct lws_protocols s_tunnel_protocols[] = {
-    {"relayhub-tunnel", s_tunnel_cb, sizeof(tun_conn_t *), 64 * 1024, 0, NULL, 0},
+    {"relayhub-tunnel", s_tunnel_cb, sizeof(tun_conn_t *), 4096, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static const struct lws_protocols s_admin_protocols[] = {
