@@ -99,6 +99,10 @@ int bus_http_writeable(bus_http_t *h, struct lws *wsi)
         if (lws_add_http_common_headers(wsi, (unsigned int)h->status, h->ctype,
                                         (lws_filepos_t)h->resp_len, &p, end))
             return -1;
+        if (h->close_after &&
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                         (const unsigned char *)"close", 5, &p, end))
+            return -1;
         if (h->extra[0]) {
             size_t el = strlen(h->extra);
             if ((size_t)(end - p) <= el)
@@ -114,7 +118,7 @@ int bus_http_writeable(bus_http_t *h, struct lws *wsi)
         h->headers_sent = true;
         if (h->resp_len)
             lws_callback_on_writable(wsi);
-        else if (lws_http_transaction_completed(wsi))
+        else if (h->close_after || lws_http_transaction_completed(wsi))
             return -1;
         return 0;
     }
@@ -134,8 +138,10 @@ int bus_http_writeable(bus_http_t *h, struct lws *wsi)
         lws_callback_on_writable(wsi);
         return 0;
     }
+    bool close_after = h->close_after;
     bus_http_reset(h);
-    if (lws_http_transaction_completed(wsi))
+    /* A request whose body was not read cannot be followed by another on this connection. */
+    if (close_after || lws_http_transaction_completed(wsi))
         return -1;
     return 0;
 }

@@ -29,6 +29,7 @@ typedef struct {
     char extra[256];               /* extra response header lines ("Name: value\r\n") */
     bool headers_sent;             /* status line and headers are out */
     bool answered;                 /* a response was queued (stop handling this request) */
+    bool close_after;              /* close the connection after the response (body unread) */
 } bus_http_t;
 
 /* Fills method/path from the request headers of wsi (on LWS_CALLBACK_HTTP). Returns 0. */

@@ -867,14 +867,23 @@ static int s_admin_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
             return bus_http_error(&pss->http, wsi, 404, "not_found", "no such endpoint");
         if (strcmp(pss->http.method, "POST") != 0)
             return bus_http_error(&pss->http, wsi, 405, "method_not_allowed", "use POST");
+        /* lws 4.1 does not decode chunked request bodies: ask for a Content-Length. */
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+            pss->http.close_after = true;
+            return bus_http_error(&pss->http, wsi, 411, "length_required",
+                                  "send the body with Content-Length, not chunked");
+        }
         /* The body arrives in HTTP_BODY callbacks; a bodiless POST completes now. */
-        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 &&
-            !lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING))
-            return s_admin_message(srv, pss, wsi);
         char cl[32] = "";
-        if (bus_http_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl) == 0 &&
+        if (bus_http_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl) != 0 ||
             strcmp(cl, "0") == 0)
             return s_admin_message(srv, pss, wsi);
+        /* Duplicate Content-Length headers arrive joined by a comma: refuse, never guess. */
+        if (strspn(cl, "0123456789") != strlen(cl)) {
+            pss->http.close_after = true;
+            return bus_http_error(&pss->http, wsi, 400, "invalid_request",
+                                  "malformed or repeated Content-Length");
+        }
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY:

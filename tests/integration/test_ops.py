@@ -148,4 +148,38 @@ def test_bus_tap_prints_envelopes():
     assert p.wait(timeout=5) == 0
 
 
+def test_bus_router_echo():
+    """Another hub process (a gateway, a tool) reaches an agent through the tunnel's ROUTER."""
+    import os as _os
+    import zmq
+    from harness import envelope, unpack
+    a = Agent(hub, "via-bus").start()
+    a.wait_connected()
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect("ipc://" + _os.path.join(hub.dir, "tunnel.ipc"))
+    rid = _os.urandom(16)
+    s.send(envelope("admin.echo", {"agent_id": a.id, "text": "over the bus"}, req_id=rid))
+    r = unpack(s.recv())
+    assert r["type"] == "admin.echo" and r["req_id"] == rid, r
+    assert r["payload"]["text"] == "over the bus"
+    s.send(envelope("admin.echo", {"agent_id": "0" * 32, "text": "x"}, req_id=rid))
+    r = unpack(s.recv())
+    assert r["type"] == "error" and r["payload"]["code"] == 404 and r["req_id"] == rid, r
+    s.send(b"\x93garbage")
+    r = unpack(s.recv())
+    assert r["type"] == "error" and r["payload"]["code"] == 400, r
+    s.send(envelope("no.such.type", {}, req_id=rid))
+    r = unpack(s.recv())
+    assert r["type"] == "error" and r["req_id"] == rid and "no.such.type" in r["payload"]["message"]
+    s.send(envelope("credit", {"bytes": 1}, req_id=rid))
+    r = unpack(s.recv())
+    assert r["type"] == "error" and r["payload"]["code"] == 501, r
+    s.close()
+    ctx.term()
+    a.stop()
+
+
 run_tests(globals())

@@ -77,6 +77,16 @@ def test_admin_errors():
     assert st == 405
     st, _, _ = hub.admin("GET", "/admin/nothing")
     assert st == 404
+    # chunked bodies (lws does not decode them) and repeated Content-Length are refused
+    import socket
+    for extra in ("Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"):
+        c = socket.create_connection(("127.0.0.1", hub.admin_port), timeout=5)
+        c.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s"
+                   % (path, hub.token, extra)).encode())
+        resp = c.recv(4096).decode()
+        c.close()
+        assert resp.startswith("HTTP/1.1 411" if "chunked" in extra else "HTTP/1.1 400"), resp
     # still healthy afterwards
     assert hub.echo(alpha.id, "after")[0] == 200
 
