@@ -6,6 +6,7 @@
 #include "bus_metrics.h"
 #include "bus_plat.h"
 #include "bus_tap.h"
+#include "bus_wsconn.h"
 #include "tlscert.h"
 
 #include <errno.h>
@@ -29,12 +30,6 @@ typedef enum {
 static const char *const s_state_names[] = {"disconnected", "connecting", "await_challenge",
                                             "await_welcome", "ready"};
 
-typedef struct s_frame {
-    struct s_frame *next; /* queue link */
-    size_t len;           /* payload bytes after LWS_PRE */
-    uint8_t data[];       /* LWS_PRE headroom + payload */
-} s_frame_t;
-
 struct ag_client {
     const ag_config_t *cfg;     /* borrowed */
     const id_keypair_t *kp;     /* borrowed */
@@ -50,9 +45,7 @@ struct ag_client {
     bus_timer_t tick;           /* silence detection */
     uint64_t seen_mono_us;      /* last message from the hub */
     int64_t dead_after_ms;      /* current silence limit */
-    s_frame_t *q_head, *q_tail; /* outgoing frames */
-    uint8_t *rx;                /* reassembly buffer */
-    size_t rx_len, rx_cap;
+    bus_wsconn_t ws;            /* outgoing frames and incoming reassembly */
     int peer_close_code;        /* code the hub closed with */
     char peer_close_reason[128];
     char pin_error[160];        /* why the last certificate was refused */
@@ -72,16 +65,6 @@ static void s_set_state(ag_client_t *c, s_state_t s, const char *why)
     c->state = s;
 }
 
-static void s_queue_free(ag_client_t *c)
-{
-    while (c->q_head) {
-        s_frame_t *f = c->q_head;
-        c->q_head = f->next;
-        free(f);
-    }
-    c->q_tail = NULL;
-}
-
 /* Encodes and queues an envelope to the hub. */
 static int s_send(ag_client_t *c, const bus_env_t *env)
 {
@@ -94,18 +77,10 @@ static int s_send(ag_client_t *c, const bus_env_t *env)
         log_err("encode_failed", "cannot encode %s", bus_type_name(env->type));
         return rc;
     }
-    s_frame_t *f = malloc(sizeof *f + LWS_PRE + c->enc.len);
-    if (!f)
+    const uint8_t *queued = bus_wsconn_queue(&c->ws, c->enc.data, c->enc.len);
+    if (!queued)
         return -ENOMEM;
-    f->next = NULL;
-    f->len = c->enc.len;
-    memcpy(f->data + LWS_PRE, c->enc.data, c->enc.len);
-    if (c->q_tail)
-        c->q_tail->next = f;
-    else
-        c->q_head = f;
-    c->q_tail = f;
-    bus_tap_mirror(c->tap, "out", "hub", f->data + LWS_PRE, f->len);
+    bus_tap_mirror(c->tap, "out", "hub", queued, c->enc.len);
     lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -320,8 +295,7 @@ static void s_on_down(ag_client_t *c, const char *why)
 {
     bool was_ready = c->state == S_READY;
     c->wsi = NULL;
-    s_queue_free(c);
-    c->rx_len = 0;
+    bus_wsconn_drop(&c->ws);
     bus_metric_set(c->m_connected, 0);
     if (!was_ready && c->state != S_DISCONNECTED)
         bus_metric_inc(c->m_hs_fail);
@@ -380,51 +354,28 @@ static int s_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
         return 0;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE: {
-        bool first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
-        if (first && final) {
-            s_on_message(c, in, len);
-            return 0;
-        }
-        if (first)
-            c->rx_len = 0;
-        if (c->rx_len + len > BUS_ENV_MAX_BYTES)
+        const uint8_t *msg;
+        size_t msg_len;
+        int rc = bus_wsconn_rx(&c->ws, lws_is_first_fragment(wsi), lws_is_final_fragment(wsi),
+                               in, len, BUS_ENV_MAX_BYTES, &msg, &msg_len);
+        if (rc < 0)
             return -1;
-        if (c->rx_len + len > c->rx_cap) {
-            size_t ncap = c->rx_cap ? c->rx_cap : 4096;
-            while (ncap < c->rx_len + len)
-                ncap *= 2;
-            uint8_t *nb = realloc(c->rx, ncap);
-            if (!nb)
-                return -1;
-            c->rx = nb;
-            c->rx_cap = ncap;
-        }
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
-        if (final) {
-            s_on_message(c, c->rx, c->rx_len);
-            c->rx_len = 0;
-        }
+        if (rc == 1)
+            s_on_message(c, msg, msg_len);
         return 0;
     }
     case LWS_CALLBACK_CLIENT_WRITEABLE: {
-        if (c->stopping && !c->q_head) {
+        if (c->stopping && !c->ws.head) {
             static const char bye[] = "agent shutting down";
             lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)bye, sizeof bye - 1);
             return -1;
         }
-        s_frame_t *f = c->q_head;
-        if (!f)
-            return 0;
-        int n = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY);
-        if (n < (int)f->len)
+        int n = bus_wsconn_write(&c->ws, wsi);
+        if (n < 0)
             return -1;
-        bus_metric_inc(c->m_out);
-        c->q_head = f->next;
-        if (!c->q_head)
-            c->q_tail = NULL;
-        free(f);
-        if (c->q_head || c->stopping)
+        if (n > 0)
+            bus_metric_inc(c->m_out);
+        if (c->stopping)
             lws_callback_on_writable(wsi);
         return 0;
     }
@@ -513,8 +464,7 @@ void ag_client_destroy(ag_client_t **p)
     ag_client_t *c = *p;
     bus_timer_cancel(c->loop, &c->reconnect);
     bus_timer_cancel(c->loop, &c->tick);
-    s_queue_free(c);
-    free(c->rx);
+    bus_wsconn_free(&c->ws);
     bus_tap_destroy(&c->tap);
     bus_metrics_destroy(&c->metrics);
     bus_buf_free(&c->enc);

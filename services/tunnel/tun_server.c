@@ -6,6 +6,7 @@
 #include "bus_metrics.h"
 #include "bus_plat.h"
 #include "bus_tap.h"
+#include "bus_wsconn.h"
 #include "identity.h"
 #include "tlscert.h"
 #include "tun_handshake.h"
@@ -24,12 +25,6 @@
 #define S_SWEEP_US 250000 /* heartbeat sweep period */
 #define S_TUNNEL_PATH "/tunnel/connect"
 
-typedef struct s_frame {
-    struct s_frame *next; /* queue link */
-    size_t len;           /* payload bytes after LWS_PRE */
-    uint8_t data[];       /* LWS_PRE headroom + payload */
-} s_frame_t;
-
 typedef struct tun_conn {
     struct lws *wsi;           /* the WebSocket */
     tun_server_t *srv;         /* owner */
@@ -41,11 +36,7 @@ typedef struct tun_conn {
     uint64_t seen_mono_us;     /* last message received (monotonic) */
     uint64_t ping_mono_us;     /* last ping sent */
     uint64_t ping_seq;         /* ping counter */
-    s_frame_t *q_head;         /* outgoing frames */
-    s_frame_t *q_tail;
-    size_t q_bytes;            /* bytes queued */
-    uint8_t *rx;               /* reassembly of a fragmented message */
-    size_t rx_len, rx_cap;
+    bus_wsconn_t ws;           /* outgoing frames and incoming reassembly */
     int close_code;            /* non-zero: close on the next writable callback */
     char close_reason[96];     /* sent with the close frame */
     bool registered;           /* this connection is the map's entry for its agent */
@@ -174,28 +165,19 @@ static int s_conn_send(tun_conn_t *c, const bus_env_t *env)
     int rc = s_encode(srv, env);
     if (rc != 0)
         return rc;
-    if (c->q_bytes + srv->enc.len > (size_t)srv->cfg->tunnel_send_queue_bytes) {
+    if (c->ws.queued + srv->enc.len > (size_t)srv->cfg->tunnel_send_queue_bytes) {
         log_agent(LOG_LVL_WARN, "agent_too_slow", c->hs.agent_id[0] ? c->hs.agent_id : NULL,
                   "send queue over %lld bytes: dropping the connection",
                   (long long)srv->cfg->tunnel_send_queue_bytes);
         s_conn_close(c, TUN_CLOSE_TOO_SLOW, "send queue full");
         return -EAGAIN;
     }
-    s_frame_t *f = malloc(sizeof *f + LWS_PRE + srv->enc.len);
-    if (!f)
+    const uint8_t *queued = bus_wsconn_queue(&c->ws, srv->enc.data, srv->enc.len);
+    if (!queued)
         return -ENOMEM;
-    f->next = NULL;
-    f->len = srv->enc.len;
-    memcpy(f->data + LWS_PRE, srv->enc.data, srv->enc.len);
-    if (c->q_tail)
-        c->q_tail->next = f;
-    else
-        c->q_head = f;
-    c->q_tail = f;
-    c->q_bytes += f->len;
     char peer[96];
     snprintf(peer, sizeof peer, "agent:%s", c->hs.agent_id[0] ? c->hs.agent_id : c->peer);
-    bus_tap_mirror(srv->tap, "out", peer, f->data + LWS_PRE, f->len);
+    bus_tap_mirror(srv->tap, "out", peer, queued, srv->enc.len);
     lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -577,12 +559,7 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
 static void s_conn_free(tun_conn_t *c)
 {
     tun_server_t *srv = c->srv;
-    s_frame_t *f = c->q_head;
-    while (f) {
-        s_frame_t *n = f->next;
-        free(f);
-        f = n;
-    }
+    bus_wsconn_free(&c->ws);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -590,7 +567,6 @@ static void s_conn_free(tun_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
-    free(c->rx);
     free(c);
 }
 
@@ -646,74 +622,39 @@ static int s_tunnel_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
             s_conn_close(c, TUN_CLOSE_PROTOCOL, "text frames are not part of the protocol");
             return 0;
         }
-        bool first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
-        if (first && final) {
-            s_on_message(c, in, len);
-            return 0;
-        }
-        if (first)
-            c->rx_len = 0;
-        if (c->rx_len + len > BUS_ENV_MAX_BYTES) {
+        const uint8_t *msg;
+        size_t msg_len;
+        int rc = bus_wsconn_rx(&c->ws, lws_is_first_fragment(wsi), lws_is_final_fragment(wsi),
+                               in, len, BUS_ENV_MAX_BYTES, &msg, &msg_len);
+        if (rc == -EMSGSIZE) {
             s_count_hs_failure(srv, TUN_CLOSE_TOO_BIG);
             s_conn_close(c, TUN_CLOSE_TOO_BIG, "message too big");
-            return 0;
-        }
-        if (c->rx_len + len > c->rx_cap) {
-            size_t ncap = c->rx_cap ? c->rx_cap : 4096;
-            while (ncap < c->rx_len + len)
-                ncap *= 2;
-            uint8_t *nb = realloc(c->rx, ncap);
-            if (!nb)
-                return -1;
-            c->rx = nb;
-            c->rx_cap = ncap;
-        }
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
-        if (final) {
-            s_on_message(c, c->rx, c->rx_len);
-            c->rx_len = 0;
+        } else if (rc < 0) {
+            return -1;
+        } else if (rc == 1) {
+            s_on_message(c, msg, msg_len);
         }
         return 0;
     }
     case LWS_CALLBACK_SERVER_WRITEABLE: {
         if (!c)
             return -1;
-        if (c->close_code && !c->q_head) {
-            lws_close_reason(wsi, (enum lws_close_status)c->close_code,
-                             (unsigned char *)c->close_reason, strlen(c->close_reason));
-            return -1;
-        }
         if (c->close_code) {
             /* Refusals are final: drop anything still queued and send the close now. */
-            while (c->q_head) {
-                s_frame_t *f = c->q_head;
-                c->q_head = f->next;
-                free(f);
-            }
-            c->q_tail = NULL;
-            c->q_bytes = 0;
+            bus_wsconn_drop(&c->ws);
             lws_close_reason(wsi, (enum lws_close_status)c->close_code,
                              (unsigned char *)c->close_reason, strlen(c->close_reason));
             return -1;
         }
-        s_frame_t *f = c->q_head;
-        if (!f)
-            return 0;
-        int n = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY);
-        if (n < (int)f->len) {
+        int n = bus_wsconn_write(&c->ws, wsi);
+        if (n < 0) {
             bus_metric_inc(srv->m.errors);
             return -1;
         }
-        bus_metric_inc(srv->m.msgs_out);
-        bus_metric_add(srv->m.bytes_out, (int64_t)f->len);
-        c->q_head = f->next;
-        if (!c->q_head)
-            c->q_tail = NULL;
-        c->q_bytes -= f->len;
-        free(f);
-        if (c->q_head)
-            lws_callback_on_writable(wsi);
+        if (n > 0) {
+            bus_metric_inc(srv->m.msgs_out);
+            bus_metric_add(srv->m.bytes_out, n);
+        }
         return 0;
     }
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
