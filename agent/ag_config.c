@@ -131,25 +131,31 @@ int ag_config_load(ag_config_t *cfg, const char *file, char *const *sets, size_t
     cfg_spec_t spec = {ag_config_table, cfg, s_instance_key, cfg};
     int rc = cfg_load(&spec, file, sets, n_sets, err, errlen);
     if (rc != 0)
-        return rc;
+        goto fail;
     char host[256], path[256];
     int port;
+    rc = -EINVAL;
     if (ag_parse_hub_url(cfg->hub_url, host, sizeof host, &port, path, sizeof path) != 0) {
         snprintf(err, errlen, "hub.url: expected wss://HOST:PORT/tunnel/connect (got \"%s\")",
                  cfg->hub_url);
-        return -EINVAL;
+        goto fail;
     }
     if (!tls_pin_valid(cfg->hub_pin)) {
         snprintf(err, errlen, "hub.pin: expected sha256/<44 base64 characters>");
-        return -EINVAL;
+        goto fail;
     }
     rc = ag_check_connect_to(cfg->connect_to, err, errlen);
     if (rc != 0)
-        return rc;
+        goto fail;
     cfg->dir = file ? plat_dirname(file) : strdup(".");
-    if (!cfg->dir)
-        return -ENOMEM;
+    if (!cfg->dir) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     return 0;
+fail:
+    ag_config_free(cfg);
+    return rc;
 }
 
 void ag_config_free(ag_config_t *cfg)

@@ -58,20 +58,19 @@ int hub_config_load(hub_config_t *cfg, const char *file, char *const *sets, size
     int rc = cfg_load(&spec, file, sets, n_sets, err, errlen);
     if (rc != 0)
         return rc;
+    rc = -EINVAL;
     if (strcmp(cfg->store_backend, "sqlite") != 0 && strcmp(cfg->store_backend, "mysql") != 0) {
         snprintf(err, errlen, "store.backend: must be sqlite or mysql (got \"%s\")",
                  cfg->store_backend);
-        return -EINVAL;
-    }
-    if (strcmp(cfg->store_backend, "mysql") == 0 && !cfg->mysql_url[0]) {
+    } else if (strcmp(cfg->store_backend, "mysql") == 0 && !cfg->mysql_url[0]) {
         snprintf(err, errlen, "store.mysql_url: required when store.backend = mysql");
-        return -EINVAL;
-    }
-    if (cfg->tunnel_dead_after_ms <= cfg->tunnel_heartbeat_ms) {
+    } else if (cfg->tunnel_dead_after_ms <= cfg->tunnel_heartbeat_ms) {
         snprintf(err, errlen, "tunnel.dead_after: must be longer than tunnel.heartbeat");
-        return -EINVAL;
+    } else {
+        return 0;
     }
-    return 0;
+    hub_config_free(cfg);
+    return rc;
 }
 
 void hub_config_free(hub_config_t *cfg)

@@ -85,7 +85,8 @@ static void *s_worker(void *arg)
         if (rev != seen_rev) {
             s_snapshot_t *snap = calloc(1, sizeof *snap);
             if (snap && store_agent_list(st, &snap->agents, &snap->n) == 0) {
-                qsort(snap->agents, snap->n, sizeof *snap->agents, s_cmp_agent);
+                if (snap->n)
+                    qsort(snap->agents, snap->n, sizeof *snap->agents, s_cmp_agent);
                 pthread_mutex_lock(&r->lock);
                 s_snapshot_free(r->pending);
                 r->pending = snap;
@@ -174,7 +175,8 @@ int tun_registry_lookup(void *arg, const char *agent_id, tun_hs_agent_t *out)
         return -ENOENT;
     memcpy(key.id, agent_id, l + 1);
     const store_agent_t *a =
-        bsearch(&key, r->current->agents, r->current->n, sizeof key, s_cmp_agent);
+        r->current->n ? bsearch(&key, r->current->agents, r->current->n, sizeof key, s_cmp_agent)
+                      : NULL;
     if (!a)
         return -ENOENT;
     memcpy(out->pubkey, a->pubkey, sizeof out->pubkey);
