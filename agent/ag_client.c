@@ -258,7 +258,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
         log_req(LOG_LVL_INFO, "admin_echo", hex[0] ? hex : NULL, c->agent_id,
                 "received %zu bytes: %.*s", env.u.admin_echo.text.len,
                 (int)(env.u.admin_echo.text.len > 200 ? 200 : env.u.admin_echo.text.len),
-                env.u.admin_echo.text.p);
+                env.u.admin_echo.text.len ? env.u.admin_echo.text.p : "");
         bus_env_t r;
         memset(&r, 0, sizeof r);
         r.type = BUS_T_ADMIN_ECHO;
@@ -272,7 +272,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
     case BUS_T_ERROR:
         log_agent(LOG_LVL_WARN, "hub_error", c->agent_id, "hub reports %lld: %.*s",
                   (long long)env.u.error.code, (int)env.u.error.message.len,
-                  env.u.error.message.p);
+                  env.u.error.message.len ? env.u.error.message.p : "");
         return;
     default: {
         bus_env_t r;

@@ -19,9 +19,10 @@ static void s_usage(FILE *out)
 {
     fprintf(out,
             "usage:\n"
-            "  agent init --dir DIR --hub wss://HOST:PORT/tunnel/connect --pin sha256/<base64>\n"
+            "  agent init [--dir DIR] --hub wss://HOST:PORT/tunnel/connect --pin sha256/<base64>\n"
             "      creates DIR/agent.key (Ed25519, mode 0600) and DIR/agent.conf;\n"
             "      prints pubkey: and agent_id:\n"
+            "      DIR defaults to $XDG_DATA_HOME/relayhub/agent (~/.local/share/relayhub/agent)\n"
             "  agent pubkey [--dir DIR | --config DIR/agent.conf]\n"
             "      prints the public key (base64) to register with hubctl agent add\n"
             "  agent run [--dir DIR | --config DIR/agent.conf] [--set section.key=value]...\n"
@@ -36,14 +37,23 @@ static void s_usage(FILE *out)
 /* agent init: key pair and config in DIR; refuses to overwrite either. */
 static int s_cmd_init(const cfg_cli_t *cli)
 {
+    char *default_dir = NULL;
     const char *dir = cfg_cli_opt(cli, "--dir");
     const char *hub = cfg_cli_opt(cli, "--hub");
     const char *pin = cfg_cli_opt(cli, "--pin");
-    char host[256], path[256], err[256];
+    char host[256], path[256];
     int port;
-    if (!dir || !hub || !pin) {
-        fprintf(stderr, "agent init: --dir, --hub and --pin are required\n");
+    if (!hub || !pin) {
+        fprintf(stderr, "agent init: --hub and --pin are required\n");
         return 2;
+    }
+    if (!dir) {
+        default_dir = plat_default_data_dir("agent");
+        if (!default_dir) {
+            fprintf(stderr, "agent init: no --dir and no home directory to default to\n");
+            return 2;
+        }
+        dir = default_dir;
     }
     if (ag_parse_hub_url(hub, host, sizeof host, &port, path, sizeof path) != 0) {
         fprintf(stderr, "agent init: --hub: expected wss://HOST:PORT/tunnel/connect\n");
@@ -57,6 +67,7 @@ static int s_cmd_init(const cfg_cli_t *cli)
     int rc = plat_mkdir_private(dir);
     if (rc != 0) {
         fprintf(stderr, "agent init: cannot create %s: %s\n", dir, strerror(-rc));
+        free(default_dir);
         return 1;
     }
     char *key_path = plat_path_join(dir, "agent.key");
@@ -104,21 +115,29 @@ static int s_cmd_init(const cfg_cli_t *cli)
     id_agent_id(kp.pk, id);
     sodium_memzero(&kp, sizeof kp);
     printf("pubkey: %s\nagent_id: %s\n", b64, id);
-    (void)err;
+    if (default_dir)
+        printf("dir: %s\n", dir);
     ret = 0;
 out:
+    free(default_dir);
     free(key_path);
     free(conf_path);
     return ret;
 }
 
-/* Resolves the config path from --config or --dir (default: current directory). */
+/* Resolves the config path from --config or --dir (default: the platform's data directory,
+ * ~/.local/share/relayhub/agent on Linux). */
 static char *s_config_path(const cfg_cli_t *cli)
 {
     if (cli->config)
         return strdup(cli->config);
     const char *dir = cfg_cli_opt(cli, "--dir");
-    return plat_path_join(dir ? dir : ".", "agent.conf");
+    if (dir)
+        return plat_path_join(dir, "agent.conf");
+    char *def = plat_default_data_dir("agent");
+    char *path = def ? plat_path_join(def, "agent.conf") : NULL;
+    free(def);
+    return path;
 }
 
 static int s_load(const cfg_cli_t *cli, ag_config_t *cfg, const char *cmd)

@@ -1,6 +1,7 @@
 /* bus_plat: the small platform layer (paths, data directory, secure random, monotonic time,
- * file permissions). One implementation per OS in bus/plat/, chosen by meson:
- * plat_linux.c (built and tested), plat_macos.c, plat_windows.c. */
+ * file permissions). Implemented in bus/plat/, files chosen by meson: plat_common.c on every OS,
+ * plat_posix.c on Linux and macOS, and one file per OS for what differs: plat_linux.c (built
+ * and tested), plat_macos.c, plat_windows.c (see bus/plat/plat_internal.h). */
 #ifndef BUS_PLAT_H
 #define BUS_PLAT_H
 

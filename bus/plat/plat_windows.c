@@ -1,6 +1,7 @@
-/* plat_windows: the platform layer on Windows (see bus_plat.h). Not built on the Linux
- * machines. Paths are UTF-8 in the API and UTF-16 towards Windows. Links with bcrypt, advapi32,
- * shell32 and ole32.
+/* plat_windows: the platform layer on Windows (see bus_plat.h), less what plat_common.c
+ * shares with every OS (path handling, plat_random_below, the bounded read loop). Not built on
+ * the Linux machines. Paths are UTF-8 in the API and UTF-16 towards Windows. Links with bcrypt,
+ * advapi32, shell32 and ole32.
  *
  * "Owner only" on Windows is an ACL, not mode bits: private files and directories get a
  * protected DACL that grants full access to the current user and SYSTEM and nobody else. */
@@ -24,6 +25,7 @@
 #include <wchar.h>
 
 #include "bus_plat.h"
+#include "plat_internal.h"
 
 #ifndef BCRYPT_SUCCESS
 #define BCRYPT_SUCCESS(status) (((NTSTATUS)(status)) >= 0)
@@ -108,22 +110,6 @@ int plat_random(void *buf, size_t n)
     return 0;
 }
 
-uint64_t plat_random_below(uint64_t bound)
-{
-    if (bound <= 1)
-        return 0;
-    /* Rejection sampling: drop the lowest (2^64 mod bound) values so every residue is
-     * equally likely. */
-    uint64_t threshold = (0 - bound) % bound;
-    for (;;) {
-        uint64_t r;
-        if (plat_random(&r, sizeof r) < 0)
-            abort(); /* no secure randomness: continuing would hand out guessable values */
-        if (r >= threshold)
-            return r % bound;
-    }
-}
-
 /* UTF-8 to a malloc'd UTF-16 string, or NULL. */
 static wchar_t *s_widen(const char *s)
 {
@@ -152,68 +138,9 @@ static char *s_narrow(const wchar_t *w)
     return s;
 }
 
-/* Duplicates s, or NULL. */
-static char *s_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
-/* Concatenates up to four parts into one malloc'd string, or NULL. */
-static char *s_concat(const char *a, const char *b, const char *c, const char *d)
-{
-    const char *parts[4] = {a, b, c, d};
-    size_t lens[4];
-    size_t total = 1;
-    for (int i = 0; i < 4; i++) {
-        lens[i] = parts[i] ? strlen(parts[i]) : 0;
-        total += lens[i];
-    }
-    char *out = malloc(total);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (int i = 0; i < 4; i++) {
-        memcpy(out + o, parts[i] ? parts[i] : "", lens[i]);
-        o += lens[i];
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* 1 for either path separator. */
-static int s_is_sep(char c)
-{
-    return c == '\\' || c == '/';
-}
-
-/* Length of the root of path: "C:\" 3, "C:" 2, "\\server\share\" up to the share, "\" 1,
- * relative 0. */
-static size_t s_root_len(const char *p)
-{
-    if (((p[0] >= 'A' && p[0] <= 'Z') || (p[0] >= 'a' && p[0] <= 'z')) && p[1] == ':')
-        return s_is_sep(p[2]) ? 3 : 2;
-    if (s_is_sep(p[0]) && s_is_sep(p[1])) {
-        /* UNC: skip "\\server\share" and one separator after it. */
-        size_t i = 2;
-        for (int part = 0; part < 2; part++) {
-            while (p[i] && !s_is_sep(p[i]))
-                i++;
-            if (p[i])
-                i++;
-        }
-        return i;
-    }
-    return s_is_sep(p[0]) ? 1 : 0;
-}
-
 char *plat_default_data_dir(const char *component)
 {
-    if (!component || !*component || strpbrk(component, "\\/:") || strcmp(component, ".") == 0 ||
-        strcmp(component, "..") == 0) {
+    if (!plat_component_ok(component)) {
         errno = EINVAL;
         return NULL;
     }
@@ -234,57 +161,10 @@ char *plat_default_data_dir(const char *component)
         return NULL;
     }
     size_t bl = strlen(base);
-    char *out = s_concat(base, bl && s_is_sep(base[bl - 1]) ? "" : "\\", "relayhub\\", component);
+    char *out =
+        plat_concat(base, bl && plat_is_sep(base[bl - 1]) ? "" : "\\", "relayhub\\", component);
     free(base);
     return out;
-}
-
-char *plat_path_join(const char *dir, const char *name)
-{
-    if (!dir || !name) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (plat_path_is_absolute(name) || !*dir)
-        return s_strdup(name);
-    if (!*name)
-        return s_strdup(dir);
-    size_t dl = strlen(dir);
-    return s_concat(dir, s_is_sep(dir[dl - 1]) ? "" : "\\", name, NULL);
-}
-
-char *plat_dirname(const char *path)
-{
-    if (!path) {
-        errno = EINVAL;
-        return NULL;
-    }
-    size_t root = s_root_len(path);
-    size_t n = strlen(path);
-    while (n > root && s_is_sep(path[n - 1]))
-        n--;
-    while (n > root && !s_is_sep(path[n - 1]))
-        n--;
-    while (n > root && s_is_sep(path[n - 1]))
-        n--;
-    if (n == 0)
-        return s_strdup(".");
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    memcpy(out, path, n);
-    out[n] = '\0';
-    return out;
-}
-
-int plat_path_is_absolute(const char *path)
-{
-    /* "C:\x", "\\server\share" and "\x" (root of the current drive) do not depend on the
-     * current directory for joining purposes; "C:x" does. */
-    if (!path)
-        return 0;
-    size_t r = s_root_len(path);
-    return r > 0 && !(r == 2 && path[1] == ':');
 }
 
 /* The current user's SID as an SDDL string, LocalFree'd by the caller, or NULL. */
@@ -327,8 +207,9 @@ static int s_private_sa(SECURITY_ATTRIBUTES *sa)
     return 0;
 }
 
-/* Creates one directory with sa; an existing directory is fine. 0 or a negative errno. */
-static int s_mkdir_one(const char *dir, SECURITY_ATTRIBUTES *sa)
+/* Creates one directory with the SECURITY_ATTRIBUTES sa points to; an existing directory is
+ * fine. 0 or a negative errno. */
+static int s_mkdir_one(const char *dir, void *sa)
 {
     wchar_t *w = s_widen(dir);
     if (!w)
@@ -356,24 +237,8 @@ int plat_mkdir_private(const char *dir)
     int rc = s_private_sa(&sa);
     if (rc < 0)
         return rc;
-    char *buf = s_strdup(dir);
-    if (!buf) {
-        LocalFree(sa.lpSecurityDescriptor);
-        return -ENOMEM;
-    }
-    size_t n = strlen(buf);
     /* Create each prefix past the root (drive or UNC share) that ends before a separator. */
-    for (size_t i = s_root_len(buf) + 1; i < n && rc == 0; i++) {
-        if (!s_is_sep(buf[i]) || s_is_sep(buf[i - 1]))
-            continue;
-        char keep = buf[i];
-        buf[i] = '\0';
-        rc = s_mkdir_one(buf, &sa);
-        buf[i] = keep;
-    }
-    if (rc == 0)
-        rc = s_mkdir_one(buf, &sa);
-    free(buf);
+    rc = plat_walk_prefixes(dir, s_mkdir_one, &sa);
     LocalFree(sa.lpSecurityDescriptor);
     return rc;
 }
@@ -404,7 +269,7 @@ int plat_write_file(const char *path, const void *data, size_t len, int private_
         return rc;
     snprintf(suffix, sizeof suffix, ".tmp.%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
              rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-    char *tmp = s_concat(path, suffix, NULL, NULL);
+    char *tmp = plat_concat(path, suffix, NULL, NULL);
     wchar_t *wtmp = tmp ? s_widen(tmp) : NULL;
     wchar_t *wpath = s_widen(path);
     SECURITY_ATTRIBUTES sa;
@@ -448,6 +313,16 @@ out:
     return rc;
 }
 
+/* plat_read_fn over a Win32 file handle (src is the HANDLE). */
+static int s_read_handle(void *src, char *buf, size_t want, size_t *got)
+{
+    DWORD n = 0;
+    if (!ReadFile((HANDLE)src, buf, want > 0x40000000u ? 0x40000000u : (DWORD)want, &n, NULL))
+        return s_last_errno();
+    *got = n;
+    return 0;
+}
+
 int plat_read_file(const char *path, size_t max, char **out, size_t *out_len)
 {
     if (!path || !out || max >= SIZE_MAX - 1)
@@ -468,56 +343,13 @@ int plat_read_file(const char *path, size_t max, char **out, size_t *out_len)
     free(w);
     if (h == INVALID_HANDLE_VALUE)
         return s_last_errno();
+    /* The size is a hint; 0 (unknown) when the OS does not give it. */
     LARGE_INTEGER size;
     size.QuadPart = 0;
-    if (GetFileSizeEx(h, &size) && (uint64_t)size.QuadPart > max) {
-        CloseHandle(h);
-        return -EFBIG;
-    }
-    /* The size is a hint: read to EOF, one byte past max at most. */
-    size_t cap = size.QuadPart > 0 ? (size_t)size.QuadPart + 1 : 4096;
-    if (cap > max + 1)
-        cap = max + 1;
-    char *buf = malloc(cap + 1);
-    size_t len = 0;
-    int rc = buf ? 0 : -ENOMEM;
-    while (rc == 0) {
-        if (len == cap) {
-            if (cap == max + 1) {
-                rc = -EFBIG;
-                break;
-            }
-            size_t ncap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
-            char *grown = realloc(buf, ncap + 1);
-            if (!grown) {
-                rc = -ENOMEM;
-                break;
-            }
-            buf = grown;
-            cap = ncap;
-        }
-        size_t want = cap - len;
-        DWORD got = 0;
-        if (!ReadFile(h, buf + len, want > 0x40000000u ? 0x40000000u : (DWORD)want, &got, NULL)) {
-            rc = s_last_errno();
-            break;
-        }
-        if (got == 0)
-            break;
-        len += got;
-    }
+    uint64_t hint = GetFileSizeEx(h, &size) && size.QuadPart > 0 ? (uint64_t)size.QuadPart : 0;
+    int rc = plat_read_capped(s_read_handle, h, hint, max, out, out_len);
     CloseHandle(h);
-    if (rc == 0 && len > max)
-        rc = -EFBIG;
-    if (rc < 0) {
-        free(buf);
-        return rc;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    if (out_len)
-        *out_len = len;
-    return 0;
+    return rc;
 }
 
 /* 1 if sid may hold access to a private file: the user, SYSTEM or the administrators. */

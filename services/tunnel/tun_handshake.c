@@ -47,7 +47,8 @@ static int s_copy(char *dst, size_t cap, bus_str_t s)
 {
     if (s.len >= cap)
         return -EINVAL;
-    memcpy(dst, s.p, s.len);
+    if (s.len) /* an absent field is {NULL, 0}: memcpy must not see the NULL */
+        memcpy(dst, s.p, s.len);
     dst[s.len] = '\0';
     return 0;
 }

@@ -293,7 +293,7 @@ static void s_pending_finish(s_pending_t *p, int status, const char *text, size_
         pss->pending = NULL;
         if (status == 200) {
             json_t *o = json_pack("{s:s, s:s, s:s%, s:f}", "agent_id", p->agent_id, "req_id",
-                                  p->req_hex, "text", text, text_len, "rtt_ms",
+                                  p->req_hex, "text", text ? text : "", text_len, "rtt_ms",
                                   (double)rtt_us / 1000.0);
             char *body = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
             if (body)
@@ -417,7 +417,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env)
     case BUS_T_ERROR:
         log_agent(LOG_LVL_WARN, "agent_error", c->hs.agent_id, "agent reports error %lld: %.*s",
                   (long long)env->u.error.code, (int)env->u.error.message.len,
-                  env->u.error.message.p);
+                  env->u.error.message.len ? env->u.error.message.p : "");
         return;
     default: {
         /* Known to the schema but not handled by this tunnel: an error reply, not a close. */
@@ -536,7 +536,8 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
         return;
     case TUN_HS_CLOSE: {
         char claimed[ID_AGENT_ID_LEN + 1] = "";
-        if (env.type == BUS_T_AUTH && env.u.auth.agent_id.len < sizeof claimed) {
+        if (env.type == BUS_T_AUTH && env.u.auth.agent_id.len &&
+            env.u.auth.agent_id.len < sizeof claimed) {
             memcpy(claimed, env.u.auth.agent_id.p, env.u.auth.agent_id.len);
             claimed[env.u.auth.agent_id.len] = '\0';
             if (!id_agent_id_valid(claimed))
@@ -906,7 +907,7 @@ static void s_on_router(void *arg, void *zsock)
         s_router_reply(srv, ident, (size_t)il, &r);
     } else if (env.type == BUS_T_ADMIN_ECHO) {
         char id[ID_AGENT_ID_LEN + 1] = "";
-        if (env.u.admin_echo.agent_id.len < sizeof id) {
+        if (env.u.admin_echo.agent_id.len && env.u.admin_echo.agent_id.len < sizeof id) {
             memcpy(id, env.u.admin_echo.agent_id.p, env.u.admin_echo.agent_id.len);
             id[env.u.admin_echo.agent_id.len] = '\0';
         }

@@ -32,6 +32,12 @@ def test_echo_round_trip():
                what="agent log line")
 
 
+def test_echo_empty_and_control_text():
+    for text in ("", "\u0000nul", "tab\tand\r\n", "\U0001F600 emoji"):
+        st, body, _ = hub.echo(alpha.id, text)
+        assert st == 200 and body["text"] == text, (text, st, body)
+
+
 def test_echo_many_in_a_row():
     for i in range(50):
         st, body, _ = hub.echo(alpha.id, "n%d" % i)

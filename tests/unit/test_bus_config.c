@@ -7,7 +7,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 
 #include "bus_config.h"
 #include "bus_log.h"
+#include "test_util.h"
 
 /* A config struct shaped like a real hub process's, with every field type. */
 typedef struct {
@@ -70,30 +70,13 @@ static const cfg_entry_t s_table[] = {
 static char s_tmpdir[256];      /* realpath of this run's scratch directory (the cwd) */
 static char s_oldcwd[PATH_MAX]; /* cwd before the tests */
 
-/* Writes text to name (relative to the scratch directory). */
-static void write_text(const char *name, const char *text)
-{
-    FILE *f = fopen(name, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
-/* nftw callback that removes everything. */
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Creates the scratch directory and enters it. */
 static int group_setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/test_bus_config.XXXXXX";
-    if (!getcwd(s_oldcwd, sizeof s_oldcwd) || !mkdtemp(tmpl))
+    char tmpl[PATH_MAX];
+    if (!getcwd(s_oldcwd, sizeof s_oldcwd) ||
+        tu_tmpdir_new(tmpl, sizeof tmpl, "test_bus_config") != 0)
         return -1;
     char *real = realpath(tmpl, NULL); /* /tmp may be a symlink */
     if (!real || strlen(real) >= sizeof s_tmpdir) {
@@ -111,7 +94,7 @@ static int group_teardown(void **state)
     (void)state;
     if (chdir(s_oldcwd) != 0)
         return -1;
-    return nftw(s_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rm_rf(s_tmpdir);
 }
 
 /* Loads the test table from file and overrides into c. */
@@ -182,13 +165,13 @@ static void test_required(void **state)
     assert_null(strchr(err, '\n'));
     assert_strings_null(&c);
 
-    write_text("req.conf", "[tunnel]\nheartbeat = 20s\n");
+    tu_write_text("req.conf", "[tunnel]\nheartbeat = 20s\n");
     assert_int_equal(load(&c, "req.conf", NULL, 0, err, sizeof err), -EINVAL);
     assert_non_null(strstr(err, "req.conf: tunnel.listen: required"));
     assert_strings_null(&c);
 
     /* An empty value counts as given: "" means off for a listener. */
-    write_text("req2.conf", "[tunnel]\nlisten =\n");
+    tu_write_text("req2.conf", "[tunnel]\nlisten =\n");
     assert_int_equal(load(&c, "req2.conf", NULL, 0, err, sizeof err), 0);
     assert_string_equal(c.listen, "");
     unload(&c);
@@ -329,27 +312,27 @@ static void test_file_values(void **state)
     tcfg_t c;
     char err[256];
     char want[PATH_MAX + 64];
-    write_text("full.conf", "# relayhub hub\n"
-                            "[tunnel]\n"
-                            "listen = 127.0.0.1:9443\n"
-                            "admin_token = s3cret\n"
-                            "heartbeat = 90s\n"
-                            "cert = certs/hub.crt\n"
-                            "[gateway]\n"
-                            "max_body_bytes = 256KiB\n"
-                            "workers = 64\n"
-                            "tls = yes\n"
-                            "listen = [::1]:0\n"
-                            "[bus]\n"
-                            "endpoint = ipc://run/bus.sock\n"
-                            "remote = tcp://10.0.0.1:7000\n"
-                            "[log]\n"
-                            "level = debug\n"
-                            "offset = -9223372036854775808\n"
-                            "[store]\n"
-                            "path = /srv/hub.db\n"
-                            "[billing]\n"
-                            "whatever = ignored by this process\n");
+    tu_write_text("full.conf", "# relayhub hub\n"
+                               "[tunnel]\n"
+                               "listen = 127.0.0.1:9443\n"
+                               "admin_token = s3cret\n"
+                               "heartbeat = 90s\n"
+                               "cert = certs/hub.crt\n"
+                               "[gateway]\n"
+                               "max_body_bytes = 256KiB\n"
+                               "workers = 64\n"
+                               "tls = yes\n"
+                               "listen = [::1]:0\n"
+                               "[bus]\n"
+                               "endpoint = ipc://run/bus.sock\n"
+                               "remote = tcp://10.0.0.1:7000\n"
+                               "[log]\n"
+                               "level = debug\n"
+                               "offset = -9223372036854775808\n"
+                               "[store]\n"
+                               "path = /srv/hub.db\n"
+                               "[billing]\n"
+                               "whatever = ignored by this process\n");
     assert_int_equal(load(&c, "full.conf", NULL, 0, err, sizeof err), 0);
     assert_string_equal(c.listen, "127.0.0.1:9443");
     assert_string_equal(c.admin_listen, "127.0.0.1:8444");
@@ -379,7 +362,7 @@ static void test_relative_paths(void **state)
     char err[256];
     char want[PATH_MAX + 64];
     assert_int_equal(mkdir("sub", 0700), 0);
-    write_text("sub/hub.conf", "[tunnel]\nlisten = h:1\n[bus]\nremote = ipc:///run/x.sock\n");
+    tu_write_text("sub/hub.conf", "[tunnel]\nlisten = h:1\n[bus]\nremote = ipc:///run/x.sock\n");
     /* Defaults resolve against the config file's directory too. */
     assert_int_equal(load(&c, "sub/hub.conf", NULL, 0, err, sizeof err), 0);
     snprintf(want, sizeof want, "%s/sub/hub.crt", s_tmpdir);
@@ -407,26 +390,26 @@ static void test_merge_and_syntax(void **state)
     (void)state;
     tcfg_t c;
     char err[256];
-    write_text("merge.conf", "\xef\xbb\xbf; a comment after a BOM\r\n"
-                             "[tunnel]\r\n"
-                             "listen = 1.2.3.4:1\r\n"
-                             "heartbeat = 20s\r\n"
-                             "\r\n"
-                             "[gateway]   # trailing comment\n"
-                             "workers=2\n"
-                             "  [ tunnel ]  \n"
-                             "\tlisten\t=\t  5.6.7.8:2   \n"
-                             "admin_token = \"  a # b ; c  \"   # quoted keeps it all\n"
-                             "[gateway]\n"
-                             "workers = 3 ; inline comment\n"
-                             "[store]\n"
-                             "mysql_url = mysql://u:p@h/db#frag\n"
-                             "[bus]\n"
-                             "endpoint = \"\"\n"
-                             "[log]\n"
-                             "# level = error\n"
-                             "   ; offset = 1\n"
-                             "offset = 7");
+    tu_write_text("merge.conf", "\xef\xbb\xbf; a comment after a BOM\r\n"
+                                "[tunnel]\r\n"
+                                "listen = 1.2.3.4:1\r\n"
+                                "heartbeat = 20s\r\n"
+                                "\r\n"
+                                "[gateway]   # trailing comment\n"
+                                "workers=2\n"
+                                "  [ tunnel ]  \n"
+                                "\tlisten\t=\t  5.6.7.8:2   \n"
+                                "admin_token = \"  a # b ; c  \"   # quoted keeps it all\n"
+                                "[gateway]\n"
+                                "workers = 3 ; inline comment\n"
+                                "[store]\n"
+                                "mysql_url = mysql://u:p@h/db#frag\n"
+                                "[bus]\n"
+                                "endpoint = \"\"\n"
+                                "[log]\n"
+                                "# level = error\n"
+                                "   ; offset = 1\n"
+                                "offset = 7");
     assert_int_equal(load(&c, "merge.conf", NULL, 0, err, sizeof err), 0);
     assert_string_equal(c.listen, "5.6.7.8:2"); /* a later value wins */
     assert_int_equal(c.heartbeat, 20000);       /* earlier [tunnel] keys survive the merge */
@@ -515,7 +498,7 @@ static void test_errors(void **state)
         tcfg_t c;
         char err[512];
         char *sets[] = {(char *)cases[i].set};
-        write_text("hub.conf", cases[i].content);
+        tu_write_text("hub.conf", cases[i].content);
         int rc = load(&c, "hub.conf", sets, cases[i].set ? 1 : 0, err, sizeof err);
         if (rc != cases[i].rc)
             fail_msg("case %zu: rc %d, want %d (%s)", i, rc, cases[i].rc, err);
@@ -534,7 +517,7 @@ static void test_errors(void **state)
     memset(longline, 'y', 4096);
     longline[4096] = '\0';
     snprintf(exact, sizeof exact, "[tunnel]\nlisten = h:1\nadmin_token = %s\n", longline + 14);
-    write_text("hub.conf", exact);
+    tu_write_text("hub.conf", exact);
     assert_int_equal(load(&c, "hub.conf", NULL, 0, err, sizeof err), 0);
     assert_int_equal(strlen(c.admin_token), 4096 - 14);
     unload(&c);
@@ -572,7 +555,7 @@ static void test_set_precedence(void **state)
     (void)state;
     tcfg_t c;
     char err[256];
-    write_text("prec.conf", "[tunnel]\nlisten = h:1\n[gateway]\nworkers = 8\ntls = on\n");
+    tu_write_text("prec.conf", "[tunnel]\nlisten = h:1\n[gateway]\nworkers = 8\ntls = on\n");
     char *sets[] = {"gateway.workers=16", "gateway.workers=32", "tunnel.listen=[::]:443",
                     "gateway.tls=off", "tunnel.admin_token=a=b=c"};
     assert_int_equal(load(&c, "prec.conf", sets, 5, err, sizeof err), 0);
@@ -584,7 +567,7 @@ static void test_set_precedence(void **state)
 
     /* --set can provide a required key. */
     char *sets2[] = {"tunnel.listen=h:2"};
-    write_text("prec2.conf", "[gateway]\nworkers = 8\n");
+    tu_write_text("prec2.conf", "[gateway]\nworkers = 8\n");
     assert_int_equal(load(&c, "prec2.conf", sets2, 1, err, sizeof err), 0);
     assert_string_equal(c.listen, "h:2");
     assert_int_equal(c.workers, 8);
@@ -620,10 +603,10 @@ static void test_unknown_section_cb(void **state)
     cb_seen_t seen;
     memset(&seen, 0, sizeof seen);
     cfg_spec_t spec = {s_table, &c, instance_cb, &seen};
-    write_text("agent.conf", "[tunnel]\nlisten = h:1\n"
-                             "[instance.openai-main]\nvendor = openai\nmodels = \"gpt-4o, o3\"\n"
-                             "[instance.claude]\nvendor = anthropic\n"
-                             "[instance.openai-main]\nmax_concurrency = 4\n");
+    tu_write_text("agent.conf", "[tunnel]\nlisten = h:1\n"
+                                "[instance.openai-main]\nvendor = openai\nmodels = \"gpt-4o, o3\"\n"
+                                "[instance.claude]\nvendor = anthropic\n"
+                                "[instance.openai-main]\nmax_concurrency = 4\n");
     char *sets[] = {"instance.claude.api_key=sk-x", "instance.new.vendor=gemini"};
     memset(&c, 0, sizeof c);
     assert_int_equal(cfg_load(&spec, "agent.conf", sets, 2, err, sizeof err), 0);
@@ -637,19 +620,19 @@ static void test_unknown_section_cb(void **state)
     cfg_free(&spec);
 
     /* The callback's error gets the file and line in front. */
-    write_text("agent.conf", "[tunnel]\nlisten = h:1\n[instance.x]\nvendor = bogus\n");
+    tu_write_text("agent.conf", "[tunnel]\nlisten = h:1\n[instance.x]\nvendor = bogus\n");
     memset(&seen, 0, sizeof seen);
     assert_int_equal(cfg_load(&spec, "agent.conf", NULL, 0, err, sizeof err), -EINVAL);
     assert_string_equal(err, "agent.conf:4: instance.x.vendor: unknown vendor \"bogus\"");
     assert_null(c.listen);
     char *bad[] = {"instance.y.vendor=bogus"};
-    write_text("agent.conf", "[tunnel]\nlisten = h:1\n");
+    tu_write_text("agent.conf", "[tunnel]\nlisten = h:1\n");
     assert_int_equal(cfg_load(&spec, "agent.conf", bad, 1, err, sizeof err), -EINVAL);
     assert_string_equal(
         err, "--set instance.y.vendor=bogus: instance.y.vendor: unknown vendor \"bogus\"");
 
     /* Unknown keys in known sections never reach the callback. */
-    write_text("agent.conf", "[tunnel]\nlisten = h:1\nnope = 1\n");
+    tu_write_text("agent.conf", "[tunnel]\nlisten = h:1\nnope = 1\n");
     memset(&seen, 0, sizeof seen);
     assert_int_equal(cfg_load(&spec, "agent.conf", NULL, 0, err, sizeof err), -EINVAL);
     assert_int_equal(seen.calls, 0);

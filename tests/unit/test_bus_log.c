@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bus_log.h"
+#include "test_util.h"
 
 static int s_saved_fd = -1; /* the real stderr while capturing */
 static int s_read_fd = -1;  /* read end of the capture pipe */
@@ -36,25 +37,8 @@ static char *capture_end(size_t *len_out)
 {
     assert_int_equal(dup2(s_saved_fd, STDERR_FILENO), STDERR_FILENO);
     close(s_saved_fd);
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap + 1);
-    assert_non_null(buf);
-    for (;;) {
-        if (len == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap + 1);
-            assert_non_null(buf);
-        }
-        ssize_t r = read(s_read_fd, buf + len, cap - len);
-        assert_true(r >= 0);
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
+    char *buf = tu_read_fd(s_read_fd, len_out);
     close(s_read_fd);
-    buf[len] = '\0';
-    if (len_out)
-        *len_out = len;
     return buf;
 }
 

@@ -8,7 +8,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <zmq.h>
 
 #include "bus_loop.h"
+#include "test_util.h"
 
 #define PRELOAD 10000  /* messages queued before the loop runs */
 #define LATE_BATCH 100 /* messages sent per timer tick while it runs */
@@ -28,31 +28,18 @@
 
 static char s_tmpdir[64]; /* this run's scratch directory */
 
-/* nftw callback that removes everything. */
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Creates the scratch directory. */
 static int group_setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/test_bus_loop.XXXXXX";
-    if (!mkdtemp(tmpl))
-        return -1;
-    snprintf(s_tmpdir, sizeof s_tmpdir, "%s", tmpl);
-    return 0;
+    return tu_tmpdir_new(s_tmpdir, sizeof s_tmpdir, "test_bus_loop");
 }
 
 /* Removes the scratch directory. */
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(s_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rm_rf(s_tmpdir);
 }
 
 /* Monotonic milliseconds. */

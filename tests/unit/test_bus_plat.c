@@ -1,4 +1,5 @@
-/* Unit tests for the Linux platform layer (bus/plat/plat_linux.c). */
+/* Unit tests for the Linux platform layer (bus/plat/plat_linux.c, with plat_posix.c and
+ * plat_common.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "bus_plat.h"
+#include "test_util.h"
 
 static char s_tmpdir[64]; /* this run's scratch directory */
 
@@ -33,39 +34,18 @@ static const char *tmp_path(char *buf, size_t n, const char *name)
     return buf;
 }
 
-/* nftw callback that removes everything. */
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Creates the scratch directory. */
 static int group_setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/test_bus_plat.XXXXXX";
-    if (!mkdtemp(tmpl))
-        return -1;
-    snprintf(s_tmpdir, sizeof s_tmpdir, "%s", tmpl);
-    return 0;
+    return tu_tmpdir_new(s_tmpdir, sizeof s_tmpdir, "test_bus_plat");
 }
 
 /* Removes the scratch directory. */
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(s_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Permission bits of path. */
-static unsigned mode_of(const char *path)
-{
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    return st.st_mode & 07777;
+    return tu_rm_rf(s_tmpdir);
 }
 
 static void test_clocks(void **state)
@@ -227,10 +207,10 @@ static void test_mkdir_private(void **state)
     mode_t old = umask(0);
     assert_int_equal(plat_mkdir_private(tmp_path(p, sizeof p, "m/a/b//c/")), 0);
     umask(old);
-    assert_int_equal(mode_of(tmp_path(p, sizeof p, "m")), 0700);
-    assert_int_equal(mode_of(tmp_path(p, sizeof p, "m/a")), 0700);
-    assert_int_equal(mode_of(tmp_path(p, sizeof p, "m/a/b")), 0700);
-    assert_int_equal(mode_of(tmp_path(p, sizeof p, "m/a/b/c")), 0700);
+    assert_int_equal(tu_mode_of(tmp_path(p, sizeof p, "m")), 0700);
+    assert_int_equal(tu_mode_of(tmp_path(p, sizeof p, "m/a")), 0700);
+    assert_int_equal(tu_mode_of(tmp_path(p, sizeof p, "m/a/b")), 0700);
+    assert_int_equal(tu_mode_of(tmp_path(p, sizeof p, "m/a/b/c")), 0700);
     /* Existing directories are fine. */
     assert_int_equal(plat_mkdir_private(tmp_path(p, sizeof p, "m/a")), 0);
     /* A file in the way. */
@@ -264,9 +244,9 @@ static void test_write_read(void **state)
     tmp_path(q, sizeof q, "w/public.conf");
 
     assert_int_equal(plat_write_file(p, "key-bytes", 9, 1, 1), 0);
-    assert_int_equal(mode_of(p), 0600);
+    assert_int_equal(tu_mode_of(p), 0600);
     assert_int_equal(plat_write_file(q, "a = 1\n", 6, 0, 0), 0);
-    assert_int_equal(mode_of(q), 0644);
+    assert_int_equal(tu_mode_of(q), 0644);
 
     char *out = NULL;
     size_t len = 0;
@@ -289,7 +269,7 @@ static void test_write_read(void **state)
     free(out);
     /* Replacing a public file with a private one gives 0600. */
     assert_int_equal(plat_write_file(q, "c", 1, 1, 0), 0);
-    assert_int_equal(mode_of(q), 0600);
+    assert_int_equal(tu_mode_of(q), 0600);
 
     /* Empty file. */
     tmp_path(q, sizeof q, "w/empty");
@@ -412,7 +392,7 @@ static void test_lock(void **state)
     tmp_path(p, sizeof p, "agent.lock");
     int h = plat_lock_file(p); /* created if missing */
     assert_true(h >= 0);
-    assert_int_equal(mode_of(p), 0600);
+    assert_int_equal(tu_mode_of(p), 0600);
     assert_int_equal(lock_in_child(p), 1);
     /* A second open in this same process conflicts too. */
     assert_int_equal(plat_lock_file(p), -EWOULDBLOCK);

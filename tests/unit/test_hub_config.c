@@ -7,7 +7,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "ag_config.h"
 #include "bus_log.h"
 #include "hub_config.h"
+#include "test_util.h"
 
 #define GOOD_PIN "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 #define GOOD_URL "wss://hub.example.org:8443/tunnel/connect"
@@ -25,23 +25,12 @@
 static char s_tmpdir[64];        /* this run's scratch directory */
 static char s_realdir[PATH_MAX]; /* the same, with symlinks resolved */
 
-/* nftw callback that removes everything. */
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Creates the scratch directory. */
 static int group_setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/test_hub_config.XXXXXX";
-    if (!mkdtemp(tmpl))
+    if (tu_tmpdir_new(s_tmpdir, sizeof s_tmpdir, "test_hub_config") != 0)
         return -1;
-    snprintf(s_tmpdir, sizeof s_tmpdir, "%s", tmpl);
     if (!realpath(s_tmpdir, s_realdir))
         return -1;
     return 0;
@@ -51,7 +40,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(s_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rm_rf(s_tmpdir);
 }
 
 /* Writes text to <tmpdir>/<name> and returns the path in a static buffer. */
@@ -59,10 +48,7 @@ static const char *write_conf(const char *name, const char *text)
 {
     static char path[256];
     snprintf(path, sizeof path, "%s/%s", s_tmpdir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
+    tu_write_text(path, text);
     return path;
 }
 

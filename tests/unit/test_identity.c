@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "identity.h"
+#include "test_util.h"
 
 #define PIN_A "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 #define PIN_B "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV="
@@ -30,33 +30,20 @@ static const char *tmp_path(char *buf, size_t n, const char *name)
     return buf;
 }
 
-/* nftw callback that removes everything. */
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Initialises libsodium and creates the scratch directory. */
 static int group_setup(void **state)
 {
     (void)state;
     if (id_init() != 0)
         return -1;
-    char tmpl[] = "/tmp/test_identity.XXXXXX";
-    if (!mkdtemp(tmpl))
-        return -1;
-    snprintf(s_tmpdir, sizeof s_tmpdir, "%s", tmpl);
-    return 0;
+    return tu_tmpdir_new(s_tmpdir, sizeof s_tmpdir, "test_identity");
 }
 
 /* Removes the scratch directory. */
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(s_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rm_rf(s_tmpdir);
 }
 
 /* Writes raw bytes to a new file with the given mode (exactly, whatever the umask). */
@@ -132,17 +119,13 @@ static void test_keyfile_write_mode_and_no_overwrite(void **state)
     assert_memory_equal(r.pk, a.pk, ID_PUBKEY_LEN);
 
     /* The file is the header line and the base64 seed; the secret key half never appears. */
-    char text[256] = "";
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
+    char *text = tu_read_file(path, NULL);
     char seed64[64];
     b64(seed64, sizeof seed64, a.sk, 32);
     char want[128];
     snprintf(want, sizeof want, "relayhub-agent-key-v1\n%s\n", seed64);
     assert_string_equal(text, want);
+    free(text);
     unlink(path);
 }
 

@@ -7,7 +7,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -19,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_util.h"
 #include "tlscert.h"
 
 static char s_tmpdir[64]; /* this run's scratch directory */
@@ -30,31 +30,18 @@ static const char *tmp_path(char *buf, size_t n, const char *name)
     return buf;
 }
 
-/* nftw callback that removes everything. */
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Creates the scratch directory. */
 static int group_setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/test_tlscert.XXXXXX";
-    if (!mkdtemp(tmpl))
-        return -1;
-    snprintf(s_tmpdir, sizeof s_tmpdir, "%s", tmpl);
-    return 0;
+    return tu_tmpdir_new(s_tmpdir, sizeof s_tmpdir, "test_tlscert");
 }
 
 /* Removes the scratch directory. */
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(s_tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rm_rf(s_tmpdir);
 }
 
 /* Loads the first certificate of a PEM file. */
@@ -134,14 +121,6 @@ static int pin_by_cli(const char *cert, char out[TLS_PIN_MAX])
     return 0;
 }
 
-/* Permission bits of path. */
-static unsigned mode_of(const char *path)
-{
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    return st.st_mode & 07777;
-}
-
 static void test_make_self_signed_files(void **state)
 {
     (void)state;
@@ -152,9 +131,9 @@ static void test_make_self_signed_files(void **state)
     int rc = tls_make_self_signed(key, crt, NULL);
     umask(old);
     assert_int_equal(rc, 0);
-    assert_int_equal(mode_of(key), 0600);
-    assert_int_equal(mode_of(crt) & 0400, 0400);
-    assert_int_equal(mode_of(crt) & 0022, 0); /* nobody else may write it */
+    assert_int_equal(tu_mode_of(key), 0600);
+    assert_int_equal(tu_mode_of(crt) & 0400, 0400);
+    assert_int_equal(tu_mode_of(crt) & 0022, 0); /* nobody else may write it */
 
     EVP_PKEY *k = load_key(key);
     assert_int_equal(EVP_PKEY_get_base_id(k), EVP_PKEY_EC);
