@@ -752,7 +752,8 @@ static int s_admin_message(tun_server_t *srv, s_admin_pss_t *pss, struct lws *ws
                               "message body over 64 KiB");
     json_error_t jerr;
     json_t *o = pss->http.body_len
-                    ? json_loadb(pss->http.body, pss->http.body_len, JSON_REJECT_DUPLICATES, &jerr)
+                    ? json_loadb(pss->http.body, pss->http.body_len,
+                                 JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr)
                     : NULL;
     json_t *text = o && json_is_object(o) ? json_object_get(o, "text") : NULL;
     if (!o || !json_is_object(o) || !json_is_string(text)) {
