@@ -1148,6 +1148,15 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
                                      cfg->tunnel_cert, cfg->tunnel_key, srv);
     if (!srv->vh_tunnel)
         goto fail;
+    char admin_host[256];
+    int admin_port;
+    if (cfg_split_listen(cfg->tunnel_admin_listen, admin_host, sizeof admin_host, &admin_port) ==
+            0 &&
+        strncmp(admin_host, "127.", 4) != 0 && strcmp(admin_host, "::1") != 0 &&
+        strcmp(admin_host, "localhost") != 0)
+        log_warn("admin_exposed", "tunnel.admin_listen %s is not a loopback address: the admin "
+                 "API speaks plain HTTP; put it behind TLS or keep it on 127.0.0.1",
+                 cfg->tunnel_admin_listen);
     srv->vh_admin = bus_loop_listen(loop, "admin", cfg->tunnel_admin_listen, s_admin_protocols,
                                     NULL, NULL, srv);
     if (!srv->vh_admin)
