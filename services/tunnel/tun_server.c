@@ -1,5 +1,7 @@
 /* tun_server: hub-tunnel's connections, admin API, bus sockets and heartbeats. */
 #include "tun_server.h"
+#include "tun_internal.h"
+#include "tun_relay.h"
 #include "bus_env.h"
 #include "bus_http.h"
 #include "bus_log.h"
@@ -25,25 +27,6 @@
 #define S_SWEEP_US 250000 /* heartbeat sweep period */
 #define S_TUNNEL_PATH "/tunnel/connect"
 
-typedef struct tun_conn {
-    struct lws *wsi;           /* the WebSocket */
-    tun_server_t *srv;         /* owner */
-    tun_hs_t hs;               /* handshake state; READY once authenticated */
-    char peer[64];             /* remote address */
-    uint64_t since_wall_us;    /* connected at (wall clock) */
-    uint64_t since_mono_us;    /* connected at (monotonic) */
-    uint64_t seen_wall_us;     /* last message received (wall clock) */
-    uint64_t seen_mono_us;     /* last message received (monotonic) */
-    uint64_t ping_mono_us;     /* last ping sent */
-    uint64_t ping_seq;         /* ping counter */
-    bus_wsconn_t ws;           /* outgoing frames and incoming reassembly */
-    int close_code;            /* non-zero: close on the next writable callback */
-    char close_reason[96];     /* sent with the close frame */
-    bool registered;           /* this connection is the map's entry for its agent */
-    struct tun_conn *prev;     /* all connections */
-    struct tun_conn *next;
-} tun_conn_t;
-
 typedef struct s_pending s_pending_t;
 
 typedef struct {
@@ -63,39 +46,6 @@ struct s_pending {
     size_t ident_len;                      /* 0 when from HTTP */
     uint64_t started_us;                   /* monotonic */
     bus_timer_t timer;                     /* admin_timeout */
-};
-
-typedef struct {
-    bus_metric_t *connections, *connected, *msgs_in, *msgs_out, *bytes_in, *bytes_out;
-    bus_metric_t *errors, *decode_errors, *handshakes_ok, *replaced, *gone, *admin_requests;
-    bus_metric_t *admin_timeouts, *registry_agents, *registry_errors, *tap_dropped;
-    bus_metric_t *hs_fail[17];
-} s_metrics_t;
-
-struct tun_server {
-    const hub_config_t *cfg;     /* borrowed */
-    bus_loop_t *loop;            /* borrowed */
-    struct lws_vhost *vh_tunnel; /* WSS listener */
-    struct lws_vhost *vh_admin;  /* admin API */
-    tun_registry_t *reg;         /* agent registry cache */
-    char pin[TLS_PIN_MAX];       /* our certificate's pin, bound into signatures */
-    tun_map_t *agents;           /* agent id → authenticated connection */
-    tun_map_t *pending;          /* req id hex → pending echo */
-    tun_conn_t *conns;           /* every connection, authenticated or not */
-    size_t nconns;               /* their count */
-    void *router;                /* ROUTER for gateways and tools */
-    void *pub;                   /* PUB for presence */
-    bus_zwatch_t *router_watch;  /* router readiness */
-    bus_tap_t *tap;              /* envelope mirror */
-    bus_metrics_t *metrics;      /* registry of metrics */
-    s_metrics_t m;               /* handles */
-    bus_timer_t sweep;           /* heartbeats and timeouts */
-    uint64_t reg_generation;     /* registry snapshot last enforced on connections */
-    uint64_t last_sweep_us;      /* monotonic time of the previous sweep */
-    bus_timer_t stop_timer;      /* graceful stop progress */
-    uint64_t stop_deadline_us;   /* force stop after this */
-    bus_buf_t enc;               /* scratch encoder buffer */
-    bool stopping;               /* shutting down */
 };
 
 static const int s_hs_codes[] = {
@@ -132,7 +82,7 @@ static void s_count_hs_failure(tun_server_t *srv, int code)
 }
 
 /* Encodes env into the scratch buffer. 0 or a negative errno (logged). */
-static int s_encode(tun_server_t *srv, const bus_env_t *env)
+int tun_encode(tun_server_t *srv, const bus_env_t *env)
 {
     bus_buf_reset(&srv->enc);
     int rc = bus_env_encode(env, &srv->enc);
@@ -145,7 +95,7 @@ static int s_encode(tun_server_t *srv, const bus_env_t *env)
 }
 
 /* Asks lws to close the connection with code/reason on its next writable callback. */
-static void s_conn_close(tun_conn_t *c, int code, const char *reason)
+void tun_conn_close(tun_conn_t *c, int code, const char *reason)
 {
     if (c->close_code)
         return;
@@ -156,30 +106,38 @@ static void s_conn_close(tun_conn_t *c, int code, const char *reason)
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
 }
 
-/* Queues an encoded envelope to an agent connection. */
-static int s_conn_send(tun_conn_t *c, const bus_env_t *env)
+/* Queues encoded bytes to an agent connection, enforcing the send-queue limit. */
+int tun_conn_send_raw(tun_conn_t *c, const uint8_t *buf, size_t len)
 {
     tun_server_t *srv = c->srv;
     if (c->close_code)
         return -EPIPE;
-    int rc = s_encode(srv, env);
-    if (rc != 0)
-        return rc;
-    if (c->ws.queued + srv->enc.len > (size_t)srv->cfg->tunnel_send_queue_bytes) {
+    if (c->ws.queued + len > (size_t)srv->cfg->tunnel_send_queue_bytes) {
         log_agent(LOG_LVL_WARN, "agent_too_slow", c->hs.agent_id[0] ? c->hs.agent_id : NULL,
                   "send queue over %lld bytes: dropping the connection",
                   (long long)srv->cfg->tunnel_send_queue_bytes);
-        s_conn_close(c, TUN_CLOSE_TOO_SLOW, "send queue full");
+        tun_conn_close(c, TUN_CLOSE_TOO_SLOW, "send queue full");
         return -EAGAIN;
     }
-    const uint8_t *queued = bus_wsconn_queue(&c->ws, srv->enc.data, srv->enc.len);
+    const uint8_t *queued = bus_wsconn_queue(&c->ws, buf, len);
     if (!queued)
         return -ENOMEM;
     char peer[96];
     snprintf(peer, sizeof peer, "agent:%s", c->hs.agent_id[0] ? c->hs.agent_id : c->peer);
-    bus_tap_mirror(srv->tap, "out", peer, queued, srv->enc.len);
+    bus_tap_mirror(srv->tap, "out", peer, queued, len);
     lws_callback_on_writable(c->wsi);
     return 0;
+}
+
+/* Encodes and queues an envelope to an agent connection. */
+int tun_conn_send(tun_conn_t *c, const bus_env_t *env)
+{
+    if (c->close_code)
+        return -EPIPE;
+    int rc = tun_encode(c->srv, env);
+    if (rc != 0)
+        return rc;
+    return tun_conn_send_raw(c, c->srv->enc.data, c->srv->enc.len);
 }
 
 /* Publishes a presence event for an agent on the PUB socket. */
@@ -196,7 +154,7 @@ static void s_publish_presence(tun_server_t *srv, tun_conn_t *c, const char *sta
     p->name = (bus_str_t){c->hs.name, strlen(c->hs.name)};
     p->tunnel = (bus_str_t){srv->cfg->tunnel_name, strlen(srv->cfg->tunnel_name)};
     p->reason = (bus_str_t){reason, strlen(reason)};
-    if (s_encode(srv, &env) != 0)
+    if (tun_encode(srv, &env) != 0)
         return;
     if (zmq_send(srv->pub, srv->enc.data, srv->enc.len, ZMQ_DONTWAIT) < 0)
         bus_metric_inc(srv->m.errors);
@@ -209,6 +167,7 @@ static void s_publish_presence(tun_server_t *srv, tun_conn_t *c, const char *sta
 static void s_conn_unregister(tun_conn_t *c, const char *reason)
 {
     tun_server_t *srv = c->srv;
+    tun_relay_agent_gone(c, reason);
     if (!c->registered)
         return;
     c->registered = false;
@@ -263,21 +222,34 @@ static void s_pending_timeout(bus_timer_t *t)
     s_pending_finish(p, 504, NULL, 0, "the agent did not reply in time");
 }
 
-/* Sends a reply envelope to a bus requester. */
-static void s_router_reply(tun_server_t *srv, const uint8_t *ident, size_t ident_len,
-                           const bus_env_t *env)
+/* Sends encoded bytes to a bus peer by identity, without blocking. */
+int tun_bus_send_raw(tun_server_t *srv, const uint8_t *ident, size_t ident_len,
+                     const uint8_t *buf, size_t len)
 {
-    if (s_encode(srv, env) != 0)
-        return;
+    int rc = 0;
     if (zmq_send(srv->router, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(srv->router, srv->enc.data, srv->enc.len, ZMQ_DONTWAIT) < 0) {
+        zmq_send(srv->router, buf, len, ZMQ_DONTWAIT) < 0) {
+        rc = -errno;
         bus_metric_inc(srv->m.errors);
-        log_warn("bus_reply_failed", "cannot reply on the bus: %s", zmq_strerror(errno));
+        log_debug("bus_send_failed", "cannot send on the bus: %s", zmq_strerror(errno));
     } else {
         bus_metric_inc(srv->m.msgs_out);
-        bus_tap_mirror(srv->tap, "out", "bus", srv->enc.data, srv->enc.len);
+        bus_tap_mirror(srv->tap, "out", "bus", buf, len);
     }
     bus_zwatch_poke(srv->router_watch);
+    return rc;
+}
+
+/* Encodes and sends an envelope to a bus peer by identity. */
+int tun_bus_send(tun_server_t *srv, const uint8_t *ident, size_t ident_len, const bus_env_t *env)
+{
+    int rc = tun_encode(srv, env);
+    if (rc != 0)
+        return rc;
+    rc = tun_bus_send_raw(srv, ident, ident_len, srv->enc.data, srv->enc.len);
+    if (rc != 0)
+        log_warn("bus_reply_failed", "cannot reply on the bus: %s", zmq_strerror(-rc));
+    return rc;
 }
 
 /* Completes a pending echo: status 200 with the agent's text, or an error. Frees p. */
@@ -322,7 +294,7 @@ static void s_pending_finish(s_pending_t *p, int status, const char *text, size_
             env.u.error.code = status;
             env.u.error.message = (bus_str_t){error, strlen(error)};
         }
-        s_router_reply(srv, p->ident, p->ident_len, &env);
+        tun_bus_send(srv, p->ident, p->ident_len, &env);
     }
     log_req(status == 200 ? LOG_LVL_DEBUG : LOG_LVL_INFO, "admin_echo_done", p->req_hex,
             p->agent_id, "status %d after %.3f ms", status, (double)rtt_us / 1000.0);
@@ -365,7 +337,7 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
     env.has_req_id = true;
     memcpy(env.req_id, p->req_id, 16);
     env.u.admin_echo.text = (bus_str_t){text, text_len};
-    if (tun_map_put(srv->pending, p->req_hex, p) != 0 || s_conn_send(c, &env) != 0) {
+    if (tun_map_put(srv->pending, p->req_hex, p) != 0 || tun_conn_send(c, &env) != 0) {
         tun_map_del(srv->pending, p->req_hex);
         free(p);
         *status = 502;
@@ -380,11 +352,18 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
 
 /* ---- agent messages ----------------------------------------------------------------------- */
 
-/* Handles a message from an authenticated agent. */
-static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env)
+/* Handles a message from an authenticated agent; raw is its encoded form. */
+static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_t *raw,
+                               size_t len)
 {
     tun_server_t *srv = c->srv;
     switch (env->type) {
+    case BUS_T_RESP_HEAD:
+    case BUS_T_RESP_CHUNK:
+    case BUS_T_RESP_END:
+    case BUS_T_CREDIT:
+        tun_relay_from_agent(c, env, raw, len);
+        return;
     case BUS_T_PING: {
         bus_env_t r;
         memset(&r, 0, sizeof r);
@@ -392,7 +371,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env)
         r.version = BUS_PROTO_VERSION;
         r.u.pong.seq = env->u.ping.seq;
         r.u.pong.t_us = env->u.ping.t_us;
-        s_conn_send(c, &r);
+        tun_conn_send(c, &r);
         return;
     }
     case BUS_T_PONG:
@@ -415,6 +394,8 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env)
         return;
     }
     case BUS_T_ERROR:
+        if (tun_relay_from_agent(c, env, raw, len))
+            return;
         log_agent(LOG_LVL_WARN, "agent_error", c->hs.agent_id, "agent reports error %lld: %.*s",
                   (long long)env->u.error.code, (int)env->u.error.message.len,
                   env->u.error.message.len ? env->u.error.message.p : "");
@@ -430,7 +411,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env)
         r.u.error.code = 501;
         const char *msg = "message type not handled by this tunnel";
         r.u.error.message = (bus_str_t){msg, strlen(msg)};
-        s_conn_send(c, &r);
+        tun_conn_send(c, &r);
         return;
     }
     }
@@ -448,10 +429,11 @@ static void s_on_authenticated(tun_conn_t *c)
         log_agent(LOG_LVL_WARN, "agent_replaced", c->hs.agent_id,
                   "new connection from %s replaces the one from %s", c->peer, old->peer);
         s_fail_pending(srv, c->hs.agent_id, 502, "the agent reconnected before replying");
-        s_conn_close(old, TUN_CLOSE_REPLACED, "replaced by a newer connection");
+        tun_relay_agent_gone(old, "replaced by a newer connection");
+        tun_conn_close(old, TUN_CLOSE_REPLACED, "replaced by a newer connection");
     }
     if (tun_map_put(srv->agents, c->hs.agent_id, c) != 0) {
-        s_conn_close(c, TUN_CLOSE_TRY_AGAIN, "out of memory");
+        tun_conn_close(c, TUN_CLOSE_TRY_AGAIN, "out of memory");
         return;
     }
     c->registered = true;
@@ -465,7 +447,7 @@ static void s_on_authenticated(tun_conn_t *c)
     w.u.welcome.agent_id = (bus_str_t){c->hs.agent_id, strlen(c->hs.agent_id)};
     w.u.welcome.heartbeat_ms = (uint64_t)srv->cfg->tunnel_heartbeat_ms;
     w.u.welcome.dead_after_ms = (uint64_t)srv->cfg->tunnel_dead_after_ms;
-    s_conn_send(c, &w);
+    tun_conn_send(c, &w);
     log_agent(LOG_LVL_INFO, "agent_connected", c->hs.agent_id,
               "agent \"%s\" (version %s) authenticated from %s", c->hs.name,
               c->hs.agent_version[0] ? c->hs.agent_version : "?", c->peer);
@@ -499,7 +481,7 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
             r.u.error.code = 400;
             r.u.error.message = (bus_str_t){err, strlen(err)};
             log_agent(LOG_LVL_WARN, "unknown_type", aid, "%s", err);
-            s_conn_send(c, &r);
+            tun_conn_send(c, &r);
             return;
         }
         int code = rc == -EPROTO ? TUN_CLOSE_VERSION
@@ -509,11 +491,11 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
         log_agent(LOG_LVL_WARN, "bad_message", aid, "from %s: %s", c->peer, err);
         if (c->hs.state != TUN_HS_READY)
             s_count_hs_failure(srv, code);
-        s_conn_close(c, code, code == TUN_CLOSE_VERSION ? "unsupported version" : "bad message");
+        tun_conn_close(c, code, code == TUN_CLOSE_VERSION ? "unsupported version" : "bad message");
         return;
     }
     if (c->hs.state == TUN_HS_READY) {
-        s_on_ready_message(c, &env);
+        s_on_ready_message(c, &env, buf, len);
         return;
     }
     tun_hs_ctx_t ctx = {srv->pin, srv->cfg->tunnel_handshake_timeout_ms * 1000,
@@ -528,7 +510,7 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
         ch.u.challenge.proto_version = BUS_PROTO_VERSION;
         ch.u.challenge.nonce = (bus_bin_t){c->hs.nonce, ID_NONCE_LEN};
         ch.u.challenge.expires_ms = (uint64_t)srv->cfg->tunnel_handshake_timeout_ms;
-        s_conn_send(c, &ch);
+        tun_conn_send(c, &ch);
         return;
     }
     case TUN_HS_SEND_WELCOME:
@@ -547,7 +529,7 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
         log_agent(LOG_LVL_WARN, "handshake_refused", claimed[0] ? claimed : NULL,
                   "from %s: %d %s (%s)", c->peer, r.close_code, tun_close_name(r.close_code),
                   r.reason);
-        s_conn_close(c, r.close_code, r.reason);
+        tun_conn_close(c, r.close_code, r.reason);
         return;
     }
     case TUN_HS_NONE:
@@ -612,7 +594,7 @@ static int s_tunnel_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
             s_count_hs_failure(srv, TUN_CLOSE_TOO_MANY);
             log_warn("tunnel_full", "refusing %s: %zu connections (max_agents)", c->peer,
                      srv->nconns - 1);
-            s_conn_close(c, TUN_CLOSE_TOO_MANY, "tunnel full");
+            tun_conn_close(c, TUN_CLOSE_TOO_MANY, "tunnel full");
         }
         return 0;
     }
@@ -620,7 +602,7 @@ static int s_tunnel_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (!c || c->close_code)
             return 0;
         if (!lws_frame_is_binary(wsi)) {
-            s_conn_close(c, TUN_CLOSE_PROTOCOL, "text frames are not part of the protocol");
+            tun_conn_close(c, TUN_CLOSE_PROTOCOL, "text frames are not part of the protocol");
             return 0;
         }
         const uint8_t *msg;
@@ -629,7 +611,7 @@ static int s_tunnel_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
                                in, len, BUS_ENV_MAX_BYTES, &msg, &msg_len);
         if (rc == -EMSGSIZE) {
             s_count_hs_failure(srv, TUN_CLOSE_TOO_BIG);
-            s_conn_close(c, TUN_CLOSE_TOO_BIG, "message too big");
+            tun_conn_close(c, TUN_CLOSE_TOO_BIG, "message too big");
         } else if (rc < 0) {
             return -1;
         } else if (rc == 1) {
@@ -677,6 +659,7 @@ static int s_tunnel_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
             bus_metric_inc(srv->m.gone);
             log_agent(LOG_LVL_INFO, "agent_gone", c->hs.agent_id, "%s (%s)", why, c->peer);
         }
+        tun_relay_agent_gone(c, "disconnected");
         s_conn_free(c);
         *pc = NULL;
         return 0;
@@ -905,7 +888,9 @@ static void s_on_router(void *arg, void *zsock)
         memcpy(r.req_id, env.req_id, 16);
         r.u.error.code = 400;
         r.u.error.message = (bus_str_t){err, strlen(err)};
-        s_router_reply(srv, ident, (size_t)il, &r);
+        tun_bus_send(srv, ident, (size_t)il, &r);
+    } else if (tun_relay_is_gateway_type(env.type)) {
+        tun_relay_from_gateway(srv, ident, (size_t)il, &env, buf, len);
     } else if (env.type == BUS_T_ADMIN_ECHO) {
         char id[ID_AGENT_ID_LEN + 1] = "";
         if (env.u.admin_echo.agent_id.len && env.u.admin_echo.agent_id.len < sizeof id) {
@@ -928,7 +913,7 @@ static void s_on_router(void *arg, void *zsock)
             memcpy(r.req_id, env.req_id, 16);
             r.u.error.code = status;
             r.u.error.message = (bus_str_t){m, strlen(m)};
-            s_router_reply(srv, ident, (size_t)il, &r);
+            tun_bus_send(srv, ident, (size_t)il, &r);
         }
     } else {
         const char *m = "message type not handled by hub-tunnel";
@@ -936,7 +921,7 @@ static void s_on_router(void *arg, void *zsock)
         memcpy(r.req_id, env.req_id, 16);
         r.u.error.code = 501;
         r.u.error.message = (bus_str_t){m, strlen(m)};
-        s_router_reply(srv, ident, (size_t)il, &r);
+        tun_bus_send(srv, ident, (size_t)il, &r);
     }
     zmq_msg_close(&msg);
 }
@@ -955,7 +940,7 @@ static void s_enforce_registry(tun_server_t *srv)
             int code = rc == 0 ? TUN_CLOSE_AGENT_DISABLED : TUN_CLOSE_UNKNOWN_AGENT;
             log_agent(LOG_LVL_WARN, "agent_revoked", c->hs.agent_id, "closing: %s",
                       tun_close_name(code));
-            s_conn_close(c, code, rc == 0 ? "agent disabled" : "agent removed");
+            tun_conn_close(c, code, rc == 0 ? "agent disabled" : "agent removed");
         }
     }
 }
@@ -995,7 +980,7 @@ static void s_sweep(bus_timer_t *t)
             if (now - c->since_mono_us > hs_to) {
                 s_count_hs_failure(srv, TUN_CLOSE_HANDSHAKE_TIMEOUT);
                 log_warn("handshake_timeout", "%s did not authenticate in time", c->peer);
-                s_conn_close(c, TUN_CLOSE_HANDSHAKE_TIMEOUT, "handshake timeout");
+                tun_conn_close(c, TUN_CLOSE_HANDSHAKE_TIMEOUT, "handshake timeout");
             }
             continue;
         }
@@ -1007,7 +992,7 @@ static void s_sweep(bus_timer_t *t)
             s_fail_pending(srv, c->hs.agent_id, 502, "the agent stopped answering");
             s_conn_unregister(c, "heartbeat timeout");
             bus_metric_inc(srv->m.gone);
-            s_conn_close(c, TUN_CLOSE_HEARTBEAT, "heartbeat timeout");
+            tun_conn_close(c, TUN_CLOSE_HEARTBEAT, "heartbeat timeout");
             continue;
         }
         if (now - c->ping_mono_us >= hb) {
@@ -1018,7 +1003,7 @@ static void s_sweep(bus_timer_t *t)
             p.u.ping.seq = ++c->ping_seq;
             p.u.ping.t_us = plat_wall_us();
             c->ping_mono_us = now;
-            s_conn_send(c, &p);
+            tun_conn_send(c, &p);
         }
     }
     bus_timer_start(srv->loop, &srv->sweep, s_sweep, srv, (int64_t)(period ? period : 1000));
@@ -1053,7 +1038,7 @@ static int s_bind(void *sock, const char *endpoint)
 static void s_register_metrics(tun_server_t *srv)
 {
     bus_metrics_t *m = srv->metrics;
-    s_metrics_t *x = &srv->m;
+    tun_metrics_t *x = &srv->m;
     x->connections = bus_metrics_add(m, BUS_COUNTER, "relayhub_tunnel_connections_total", NULL,
                                      "WebSocket connections accepted");
     x->connected = bus_metrics_add(m, BUS_GAUGE, "relayhub_tunnel_agents_connected", NULL,
@@ -1090,6 +1075,13 @@ static void s_register_metrics(tun_server_t *srv)
                                          "agents in the cached registry");
     x->registry_errors = bus_metrics_add(m, BUS_COUNTER, "relayhub_tunnel_registry_errors_total",
                                          NULL, "database errors while reading the registry");
+    x->streams_open = bus_metrics_add(m, BUS_GAUGE, "relayhub_tunnel_streams_open", NULL,
+                                      "streams relayed between gateways and agents now");
+    x->streams_total = bus_metrics_add(m, BUS_COUNTER, "relayhub_tunnel_streams_total", NULL,
+                                       "streams opened");
+    x->streams_orphaned = bus_metrics_add(m, BUS_COUNTER,
+                                          "relayhub_tunnel_orphaned_envelopes_total", NULL,
+                                          "agent envelopes for streams that had ended");
     x->tap_dropped = bus_metrics_add(m, BUS_COUNTER, "relayhub_tap_dropped_total", NULL,
                                      "tap messages dropped for a slow subscriber");
 }
@@ -1119,9 +1111,10 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
     }
     srv->agents = tun_map_new();
     srv->pending = tun_map_new();
+    srv->streams = tun_map_new();
     srv->metrics = bus_metrics_new("hub-tunnel");
     srv->reg = tun_registry_new(&sp, cfg->tunnel_registry_poll_ms);
-    if (!srv->agents || !srv->pending || !srv->metrics || !srv->reg)
+    if (!srv->agents || !srv->pending || !srv->streams || !srv->metrics || !srv->reg)
         goto fail;
     s_register_metrics(srv);
 
@@ -1134,6 +1127,12 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
     zmq_setsockopt(srv->pub, ZMQ_LINGER, &zero, sizeof zero);
     /* A reply to a gateway that has gone must fail loudly, not vanish. */
     zmq_setsockopt(srv->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    /* Credit windows bound what streams can have in flight; these bound a misbehaving peer. */
+    int64_t maxmsg = (int64_t)BUS_ENV_MAX_BYTES;
+    int hwm = 100000;
+    zmq_setsockopt(srv->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(srv->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(srv->router, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (s_bind(srv->router, cfg->tunnel_router) || s_bind(srv->pub, cfg->tunnel_presence))
         goto fail;
     srv->router_watch = bus_zwatch_new(loop, srv->router, s_on_router, srv);
@@ -1190,6 +1189,11 @@ void tun_server_destroy(tun_server_t **p)
         tun_map_each(srv->pending, s_free_pending, NULL);
         tun_map_destroy(&srv->pending);
     }
+    if (srv->streams) {
+        /* Streams end with their connections, which lws closed before this runs. */
+        tun_map_each(srv->streams, s_free_pending, NULL);
+        tun_map_destroy(&srv->streams);
+    }
     tun_map_destroy(&srv->agents);
     bus_tap_destroy(&srv->tap);
     bus_zwatch_destroy(&srv->router_watch);
@@ -1222,8 +1226,9 @@ void tun_server_shutdown(void *arg, int signo)
     (void)signo;
     srv->stopping = true;
     s_fail_pending(srv, NULL, 503, "hub-tunnel is shutting down");
+    tun_relay_shutdown(srv);
     for (tun_conn_t *c = srv->conns; c; c = c->next)
-        s_conn_close(c, TUN_CLOSE_GOING_AWAY, "hub shutting down");
+        tun_conn_close(c, TUN_CLOSE_GOING_AWAY, "hub shutting down");
     srv->stop_deadline_us = plat_mono_us() + 3000000;
     bus_timer_start(srv->loop, &srv->stop_timer, s_stop_progress, srv, 0);
 }

@@ -213,6 +213,11 @@ class Hub:
         assert r.status == 200
         return text
 
+    def wait_registry(self, count, timeout=5):
+        """Waits until hub-tunnel's cached registry holds at least count agents."""
+        wait_until(lambda: (self.metric("relayhub_tunnel_registry_agents") or 0) >= count,
+                   timeout=timeout, what="registry with %d agents" % count)
+
     def metric(self, name, labels=""):
         """Value of one sample, e.g. metric('relayhub_tunnel_handshake_failures_total',
         'reason="bad_signature"')."""
