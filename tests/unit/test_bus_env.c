@@ -1456,7 +1456,7 @@ static void test_json(void **state)
                         "\"req_id\":\"f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff\",\"payload\":"
                         "{\"attempt\":1,\"format\":\"\",\"model\":\"\",\"method\":\"POST\","
                         "\"path\":\"\",\"query\":\"\",\"headers\":[[\"a\",\"1\"],[\"a\",\"2\"]],"
-                        "\"body_size\":-1}}");
+                        "\"body_size\":-1,\"agent_id\":\"\"}}");
     free(js);
 
     memset(&e, 0, sizeof e);

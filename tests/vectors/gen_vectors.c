@@ -162,6 +162,7 @@ static void s_gv_req_open(bus_env_t *e, bus_buf_t *scratch)
     if (bus_list_encode_kvs(scratch, h, 3, &e->u.req_open.headers) < 0)
         e->type = BUS_T_UNKNOWN;
     e->u.req_open.body_size = -1;
+    e->u.req_open.agent_id = bus_str_c("0123456789abcdef0123456789abcdef");
 }
 
 /* Expected "req.body" (300 bytes). */
