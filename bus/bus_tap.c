@@ -51,6 +51,10 @@ bus_tap_t *bus_tap_new(bus_loop_t *loop, const char *endpoint, const char *proce
     zmq_setsockopt(tap->xpub, ZMQ_XPUB_VERBOSER, &one, sizeof one);
     zmq_setsockopt(tap->xpub, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(tap->xpub, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    /* By default XPUB drops silently at the high-water mark and zmq_send still succeeds, so
+     * `dropped` would never count; with NODROP a full queue makes the ZMQ_DONTWAIT send fail
+     * with EAGAIN instead, and bus_tap_mirror counts it. */
+    zmq_setsockopt(tap->xpub, ZMQ_XPUB_NODROP, &one, sizeof one);
     if (strncmp(endpoint, "ipc://", 6) == 0)
         remove(endpoint + 6); /* a stale socket file left by a killed process */
     if (zmq_bind(tap->xpub, endpoint) != 0) {
