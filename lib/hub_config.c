@@ -46,6 +46,8 @@ const cfg_entry_t hub_config_table[] = {
     {"tunnel", "send_queue", CFG_BYTES, H(tunnel_send_queue_bytes), "8MiB",
      "outgoing bytes queued per agent before it is dropped as too slow", 65536,
      1073741824},
+    {"tunnel", "presence_interval", CFG_MS, H(tunnel_presence_interval_ms), "2s",
+     "every connected agent's presence is republished this often", 100, 600000},
     {"log", "level", CFG_LEVEL, H(log_level), "info", "error, warn, info or debug", 0, 0},
     CFG_END,
 };

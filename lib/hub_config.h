@@ -36,6 +36,7 @@ typedef struct {
     int64_t tunnel_max_agents;           /* connections accepted at once */
     int64_t tunnel_registry_poll_ms;     /* how often the agent registry is re-read */
     int64_t tunnel_send_queue_bytes;     /* per-agent outgoing queue limit */
+    int64_t tunnel_presence_interval_ms; /* full presence republished this often */
     /* [log] */
     int log_level; /* log_level_t */
 } hub_config_t;

@@ -35,6 +35,10 @@ typedef struct tun_conn {
     char close_reason[96];     /* sent with the close frame */
     bool registered;           /* this connection is the map's entry for its agent */
     struct tun_stream *streams; /* streams relayed to this agent (tun_relay) */
+    uint8_t *models;           /* the models it serves: its presence's STRLIST bytes, owned */
+    size_t models_len;         /* their length */
+    uint32_t models_count;     /* how many */
+    uint64_t capacity;         /* concurrent requests it accepts (0: unknown) */
     size_t nstreams;           /* their count */
     struct tun_conn *prev;     /* all connections */
     struct tun_conn *next;
@@ -69,6 +73,7 @@ struct tun_server {
     bus_timer_t sweep;           /* heartbeats and timeouts */
     uint64_t reg_generation;     /* registry snapshot last enforced on connections */
     uint64_t last_sweep_us;      /* monotonic time of the previous sweep */
+    uint64_t presence_us;        /* monotonic time presence was last republished in full */
     bus_timer_t stop_timer;      /* graceful stop progress */
     uint64_t stop_deadline_us;   /* force stop after this */
     bus_buf_t enc;               /* scratch encoder buffer */

@@ -154,13 +154,17 @@ static void s_publish_presence(tun_server_t *srv, tun_conn_t *c, const char *sta
     p->name = (bus_str_t){c->hs.name, strlen(c->hs.name)};
     p->tunnel = (bus_str_t){srv->cfg->tunnel_name, strlen(srv->cfg->tunnel_name)};
     p->reason = (bus_str_t){reason, strlen(reason)};
+    p->models = (bus_list_t){c->models, c->models_len, c->models_count};
+    p->capacity = c->capacity;
+    p->in_flight = c->nstreams;
     if (tun_encode(srv, &env) != 0)
         return;
     if (zmq_send(srv->pub, srv->enc.data, srv->enc.len, ZMQ_DONTWAIT) < 0)
         bus_metric_inc(srv->m.errors);
     bus_metric_inc(srv->m.msgs_out);
     bus_tap_mirror(srv->tap, "out", "presence", srv->enc.data, srv->enc.len);
-    log_agent(LOG_LVL_INFO, "presence", c->hs.agent_id, "agent %s (%s)", state, reason);
+    if (strcmp(reason, "refresh") != 0)
+        log_agent(LOG_LVL_INFO, "presence", c->hs.agent_id, "agent %s (%s)", state, reason);
 }
 
 /* Removes an authenticated connection from the map and announces it gone. */
@@ -376,6 +380,29 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
     }
     case BUS_T_PONG:
         return; /* seen_* already updated */
+    case BUS_T_PRESENCE: {
+        /* The agent announces what it serves; we add who and where, and publish. */
+        const bus_presence_t *p = &env->u.presence;
+        if (p->agent_id.len != strlen(c->hs.agent_id) ||
+            memcmp(p->agent_id.p, c->hs.agent_id, p->agent_id.len) != 0) {
+            log_agent(LOG_LVL_WARN, "bad_presence", c->hs.agent_id,
+                      "presence names another agent: ignored");
+            return;
+        }
+        uint8_t *models = p->models.len ? malloc(p->models.len) : NULL;
+        if (p->models.len && !models)
+            return;
+        if (p->models.len)
+            memcpy(models, p->models.p, p->models.len);
+        free(c->models);
+        c->models = models;
+        c->models_len = p->models.len;
+        c->models_count = p->models.count;
+        c->capacity = p->capacity;
+        if (c->registered)
+            s_publish_presence(srv, c, "up", "models announced");
+        return;
+    }
     case BUS_T_ADMIN_ECHO: {
         char hex[33];
         if (!env->has_req_id) {
@@ -550,6 +577,7 @@ static void s_conn_free(tun_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    free(c->models);
     free(c);
 }
 
@@ -973,7 +1001,14 @@ static void s_sweep(bus_timer_t *t)
         }
     }
     srv->last_sweep_us = now;
+    /* Presence in full, now and then: a gateway that started late, or missed an event,
+     * converges; and one that stops hearing about an agent lets it expire. */
+    bool refresh = now - srv->presence_us >= (uint64_t)srv->cfg->tunnel_presence_interval_ms * 1000;
+    if (refresh)
+        srv->presence_us = now;
     for (tun_conn_t *c = srv->conns; c; c = c->next) {
+        if (refresh && c->registered && !c->close_code)
+            s_publish_presence(srv, c, "up", "refresh");
         if (c->close_code)
             continue;
         if (c->hs.state != TUN_HS_READY) {

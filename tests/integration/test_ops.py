@@ -174,7 +174,7 @@ def test_bus_router_echo():
     s.send(envelope("no.such.type", {}, req_id=rid))
     r = unpack(s.recv())
     assert r["type"] == "error" and r["req_id"] == rid and "no.such.type" in r["payload"]["message"]
-    s.send(envelope("credit", {"bytes": 1}, req_id=rid))
+    s.send(envelope("pong", {"seq": 1}, req_id=rid))   # not a message for the tunnel's bus side
     r = unpack(s.recv())
     assert r["type"] == "error" and r["payload"]["code"] == 501, r
     s.close()
