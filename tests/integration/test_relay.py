@@ -213,6 +213,44 @@ def test_retry_supersedes_the_first_attempt():
     arun(go())
 
 
+def test_presence_carries_models_and_load():
+    async def go():
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVTIMEO, 6000)
+        sub.connect("ipc://" + os.path.join(hub.dir, "presence.ipc"))
+        await asyncio.sleep(0.3)
+        a = await connected_agent()
+        g = gateway(b"gw-presence")
+        rid = os.urandom(16)
+        g.send(open_env(rid))
+        await agent_recv(a, "req.open")
+        await a.send(envelope("presence", {"agent_id": reg.id, "state": "up",
+                                           "models": ["gpt-4o", "gpt-4o-mini"], "capacity": 4}))
+        deadline = asyncio.get_event_loop().time() + 6
+        while True:
+            assert asyncio.get_event_loop().time() < deadline, "no presence with models"
+            e = unpack(sub.recv())
+            p = e["payload"]
+            if p.get("models"):
+                break
+        assert e["type"] == "presence" and p["agent_id"] == reg.id and p["state"] == "up"
+        assert p["models"] == ["gpt-4o", "gpt-4o-mini"] and p["capacity"] == 4
+        assert p["in_flight"] == 1 and p["tunnel"] == "tunnel-1"
+        # the full refresh repeats it (tunnel.presence_interval, 2 s by default)
+        e = unpack(sub.recv())
+        assert e["payload"]["agent_id"] == reg.id and e["payload"]["models"] == p["models"]
+        # an agent cannot speak for another
+        await a.send(envelope("presence", {"agent_id": "e" * 32, "state": "up",
+                                           "models": ["x"]}))
+        g.send(envelope("req.cancel", {}, req_id=rid))
+        sub.close()
+        g.close()
+        await a.close()
+    arun(go())
+
+
 try:
     run_tests(globals())
 finally:
