@@ -40,7 +40,15 @@ struct bus_loop {
     struct lws *sig_wsi;              /* adopted signalfd */
 };
 
-enum { S_RAW_ZMQ = 1, S_RAW_SIGNAL = 2 };
+enum { S_RAW_ZMQ = 1, S_RAW_SIGNAL = 2, S_RAW_FD = 3 };
+
+struct bus_fdwatch {
+    int fd;          /* the caller's descriptor (lws watches a dup) */
+    struct lws *wsi; /* the adopted dup, NULL once lws closed it */
+    bus_fd_cb cb;    /* readable handler */
+    void *arg;       /* its context */
+    bool closing;    /* destroy requested */
+};
 
 typedef struct {
     int kind;  /* S_RAW_ZMQ or S_RAW_SIGNAL */
@@ -109,6 +117,10 @@ static int s_raw_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
             bus_zwatch_t *w = tag->obj;
             if (!w->closing)
                 s_zwatch_drain(w);
+        } else if (tag->kind == S_RAW_FD) {
+            bus_fdwatch_t *w = tag->obj;
+            if (!w->closing)
+                w->cb(w->arg, w->fd);
         } else {
             s_signal_read(tag->obj, lws_get_socket_fd(wsi));
         }
@@ -119,6 +131,11 @@ static int s_raw_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
                 /* Whoever comes second frees: the owner's destroy or this close. */
                 bus_zwatch_t *w = tag->obj;
                 bus_timer_cancel(w->loop, &w->again);
+                w->wsi = NULL;
+                if (w->closing)
+                    free(w);
+            } else if (tag->kind == S_RAW_FD) {
+                bus_fdwatch_t *w = tag->obj;
                 w->wsi = NULL;
                 if (w->closing)
                     free(w);
@@ -380,6 +397,42 @@ bus_zwatch_t *bus_zwatch_new(bus_loop_t *loop, void *zsock, bus_zmq_cb cb, void 
     /* Messages may already be queued: their edge has passed. */
     bus_timer_start(loop, &w->again, s_zwatch_again, w, 0);
     return w;
+}
+
+bus_fdwatch_t *bus_fdwatch_new(bus_loop_t *loop, int fd, bus_fd_cb cb, void *arg)
+{
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0)
+        return NULL;
+    bus_fdwatch_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        close(dup_fd);
+        return NULL;
+    }
+    w->fd = fd;
+    w->cb = cb;
+    w->arg = arg;
+    w->wsi = s_adopt(loop, dup_fd, S_RAW_FD, w);
+    if (!w->wsi) {
+        close(dup_fd);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void bus_fdwatch_destroy(bus_fdwatch_t **p)
+{
+    if (!p || !*p)
+        return;
+    bus_fdwatch_t *w = *p;
+    *p = NULL;
+    w->closing = true;
+    if (!w->wsi) {
+        free(w);
+        return;
+    }
+    lws_set_timeout(w->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
 void bus_zwatch_poke(bus_zwatch_t *w)

@@ -67,6 +67,14 @@ void bus_zwatch_poke(bus_zwatch_t *w);
 /* Stops watching (the zmq socket itself stays the caller's). */
 void bus_zwatch_destroy(bus_zwatch_t **w);
 
+/* Watches any readable file descriptor (an eventfd a worker thread signals, a pipe). cb runs
+ * when fd is readable; it must consume what it wants. The fd stays the caller's: it is dup'd
+ * for lws, which closes its copy. NULL on failure. */
+typedef struct bus_fdwatch bus_fdwatch_t;
+typedef void (*bus_fd_cb)(void *arg, int fd);
+bus_fdwatch_t *bus_fdwatch_new(bus_loop_t *loop, int fd, bus_fd_cb cb, void *arg);
+void bus_fdwatch_destroy(bus_fdwatch_t **w);
+
 /* Timers: a bus_timer_t lives inside the caller's struct. */
 typedef struct bus_timer bus_timer_t;
 typedef void (*bus_timer_cb)(bus_timer_t *t);

@@ -37,6 +37,19 @@ typedef struct {
     int64_t tunnel_registry_poll_ms;     /* how often the agent registry is re-read */
     int64_t tunnel_send_queue_bytes;     /* per-agent outgoing queue limit */
     int64_t tunnel_presence_interval_ms; /* full presence republished this often */
+    /* [gateway] */
+    char *gateway_name;             /* names this gateway's bus identity */
+    char *gateway_listen;           /* the users' HTTP listener */
+    char *gateway_metrics_listen;   /* Prometheus metrics ("" = off) */
+    char *gateway_cert;             /* TLS certificate ("" = plain HTTP) */
+    char *gateway_key;              /* TLS key */
+    int64_t gateway_max_body_bytes; /* request bodies larger than this get 413 */
+    int64_t gateway_credit_window;  /* response bytes an agent may send ahead of the user */
+    int64_t gateway_retries;        /* other agents tried when one fails before the first byte */
+    int64_t gateway_retry_body_bytes;  /* bodies up to this are kept for a retry */
+    int64_t gateway_first_byte_timeout_ms; /* no response head by then: 504 */
+    int64_t gateway_key_poll_ms;    /* key/user change poll (revocations) */
+    char *gateway_tap;              /* XPUB mirror of the gateway's envelopes ("" = off) */
     /* [log] */
     int log_level; /* log_level_t */
 } hub_config_t;

@@ -104,6 +104,23 @@ int store_agents_push(store_agent_t **arr, size_t *n, size_t *cap, const store_a
     return 0;
 }
 
+int store_array_push(void **arr, size_t *n, size_t *cap, const void *item, size_t size)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        if (ncap > SIZE_MAX / size)
+            return -ENOMEM;
+        void *grown = realloc(*arr, ncap * size);
+        if (!grown)
+            return -ENOMEM;
+        *arr = grown;
+        *cap = ncap;
+    }
+    memcpy((char *)*arr + *n * size, item, size);
+    (*n)++;
+    return 0;
+}
+
 /* The compiled-in migrations of s's backend. */
 static const store_migration_t *s_migrations(const store_t *s, size_t *count)
 {
@@ -283,4 +300,141 @@ int store_agents_rev(store_t *s, int64_t *rev)
     if (!s || !rev)
         return -EINVAL;
     return s->ops->agents_rev(s, rev);
+}
+
+/* ---- users and API keys ----------------------------------------------------------------- */
+
+/* True if id is "key_" followed by 1..STORE_KEY_ID_MAX - 4 characters of [a-z0-9]. */
+static bool s_key_id_ok(const char *id)
+{
+    if (!id || strncmp(id, "key_", 4) != 0)
+        return false;
+    size_t n = strlen(id);
+    if (n < 5 || n > STORE_KEY_ID_MAX)
+        return false;
+    for (size_t i = 4; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            return false;
+    }
+    return true;
+}
+
+/* True if prefix is 1..STORE_KEY_PREFIX_MAX characters of the key alphabet [A-Za-z0-9_-]. */
+static bool s_prefix_ok(const char *prefix)
+{
+    if (!prefix)
+        return false;
+    size_t n = strlen(prefix);
+    if (n == 0 || n > STORE_KEY_PREFIX_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = prefix[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int store_user_add(store_t *s, const char *name, int64_t created_at, int64_t *id)
+{
+    if (!s)
+        return -EINVAL;
+    if (!s_name_ok(name)) {
+        store_set_error(s,
+                        "user name must be 1..%d bytes of UTF-8 without control characters "
+                        "or leading/trailing spaces",
+                        STORE_USER_NAME_MAX);
+        return -EINVAL;
+    }
+    int64_t dummy;
+    return s->ops->user_add(s, name, created_at, id ? id : &dummy);
+}
+
+int store_user_get_by_name(store_t *s, const char *name, store_user_t *out)
+{
+    if (!s || !name || !out)
+        return -EINVAL;
+    if (!s_name_ok(name))
+        return -ENOENT; /* no such row can exist */
+    memset(out, 0, sizeof(*out));
+    return s->ops->user_get_by_name(s, name, out);
+}
+
+int store_user_list(store_t *s, store_user_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    return s->ops->user_list(s, out, n);
+}
+
+int store_user_set_status(store_t *s, int64_t user_id, const char *status)
+{
+    if (!s)
+        return -EINVAL;
+    if (!s_status_ok(status)) { /* a user has an agent's two statuses */
+        store_set_error(s, "user status must be \"active\" or \"disabled\"");
+        return -EINVAL;
+    }
+    if (user_id < 1)
+        return -ENOENT;
+    return s->ops->user_set_status(s, user_id, status);
+}
+
+int store_key_add(store_t *s, int64_t user_id, const char *key_id,
+                  const uint8_t hash[STORE_KEY_HASH_LEN], const char *prefix, int64_t created_at)
+{
+    if (!s || !hash)
+        return -EINVAL;
+    if (!s_key_id_ok(key_id)) {
+        store_set_error(s, "key id must be \"key_\" and 1..%d characters of [a-z0-9]",
+                        STORE_KEY_ID_MAX - 4);
+        return -EINVAL;
+    }
+    if (!s_prefix_ok(prefix)) {
+        store_set_error(s, "key prefix must be 1..%d characters of [A-Za-z0-9_-]",
+                        STORE_KEY_PREFIX_MAX);
+        return -EINVAL;
+    }
+    if (user_id < 1) {
+        store_set_error(s, "key add: no user with id %lld", (long long)user_id);
+        return -ENOENT;
+    }
+    return s->ops->key_add(s, user_id, key_id, hash, prefix, created_at);
+}
+
+int store_key_lookup(store_t *s, const uint8_t hash[STORE_KEY_HASH_LEN], store_key_t *out)
+{
+    if (!s || !hash || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    return s->ops->key_lookup(s, hash, out);
+}
+
+int store_key_revoke(store_t *s, const char *key_id, int64_t revoked_at)
+{
+    if (!s || !key_id)
+        return -EINVAL;
+    if (!s_key_id_ok(key_id))
+        return -ENOENT;
+    return s->ops->key_revoke(s, key_id, revoked_at);
+}
+
+int store_key_list(store_t *s, int64_t user_id, store_key_t **out, size_t *n)
+{
+    if (!s || !out || !n || user_id < 0)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    return s->ops->key_list(s, user_id, out, n);
+}
+
+int store_keys_rev(store_t *s, int64_t *rev)
+{
+    if (!s || !rev)
+        return -EINVAL;
+    return s->ops->keys_rev(s, rev);
 }

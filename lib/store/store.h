@@ -68,4 +68,67 @@ int store_agent_set_status(store_t *s, const char *id, const char *status);
  * when to reload their cache. */
 int store_agents_rev(store_t *s, int64_t *rev);
 
+/* ---- users and API keys (migration 002) --------------------------------------------------
+ * A user's API key is a 256-bit random secret shown once at creation (lib/apikey.h); the
+ * store holds only its SHA-256 (a plain fast hash is right for 256-bit random secrets: there
+ * is nothing to brute-force, unlike passwords), a public key id and a short display prefix.
+ * Neither the secret nor its hash is ever logged or put into an error message. */
+
+#define STORE_USER_NAME_MAX 128 /* bytes; the same rules as agent names */
+#define STORE_KEY_ID_MAX 32     /* "key_" + 1..28 characters of [a-z0-9] */
+#define STORE_KEY_PREFIX_MAX 16 /* display prefix: 1..16 characters of [A-Za-z0-9_-] */
+#define STORE_KEY_HASH_LEN 32   /* SHA-256 of the whole secret ("sk-...") */
+
+/* User row. */
+typedef struct {
+    int64_t id;                         /* assigned by the database, >= 1 */
+    char name[STORE_USER_NAME_MAX + 1]; /* unique, compared byte for byte */
+    char status[16];                    /* "active" or "disabled" */
+    int64_t created_at;                 /* Unix seconds */
+} store_user_t;
+
+/* API key row joined with its user (store_key_lookup, store_key_list). Never the secret. */
+typedef struct {
+    char id[STORE_KEY_ID_MAX + 1];           /* public key id, e.g. "key_3kq7c2m9xa4t" */
+    int64_t user_id;                         /* owner */
+    char user_name[STORE_USER_NAME_MAX + 1]; /* owner's name */
+    char prefix[STORE_KEY_PREFIX_MAX + 1];   /* first characters after "sk-", for display */
+    char status[16];                         /* "active" or "revoked" */
+    char user_status[16];                    /* owner's status: "active" or "disabled" */
+    int64_t created_at;                      /* Unix seconds */
+    int64_t revoked_at;                      /* Unix seconds; 0 while active */
+} store_key_t;
+
+/* Adds an active user; *id (may be NULL) gets its id. -EINVAL for a bad name (1..128 bytes of
+ * UTF-8, no control characters, no leading or trailing space), -EEXIST if the name is taken. */
+int store_user_add(store_t *s, const char *name, int64_t created_at, int64_t *id);
+/* Reads a user by name (byte-exact). -ENOENT if there is none. */
+int store_user_get_by_name(store_t *s, const char *name, store_user_t *out);
+/* All users ordered by id; *out is malloc'd (free()), *n its count. */
+int store_user_list(store_t *s, store_user_t **out, size_t *n);
+/* status is "active" or "disabled" (else -EINVAL); -ENOENT for an unknown id. Setting the
+ * status a user already has still counts as a change (store_keys_rev moves). */
+int store_user_set_status(store_t *s, int64_t user_id, const char *status);
+
+/* Adds an active key for user_id. key_id: "key_" + 1..28 of [a-z0-9]; prefix: 1..16 of
+ * [A-Za-z0-9_-] (else -EINVAL). -ENOENT if the user does not exist; -EEXIST if the key id or
+ * the hash is taken. */
+int store_key_add(store_t *s, int64_t user_id, const char *key_id,
+                  const uint8_t hash[STORE_KEY_HASH_LEN], const char *prefix, int64_t created_at);
+/* Finds the key whose hash this is, with its user. -ENOENT if there is none. A revoked key or
+ * a disabled user is still found: the caller decides (out->status, out->user_status). The
+ * index lookup by hash needs no constant-time care: its timing reveals at most something about
+ * a SHA-256 output, never about a stored secret. */
+int store_key_lookup(store_t *s, const uint8_t hash[STORE_KEY_HASH_LEN], store_key_t *out);
+/* Revokes a key: status "revoked", revoked_at set. -ENOENT for an unknown id; revoking a key
+ * that is already revoked changes nothing (revoked_at and store_keys_rev stay) and returns
+ * -EALREADY, so callers can tell the two apart and still treat both as success. */
+int store_key_revoke(store_t *s, const char *key_id, int64_t revoked_at);
+/* Keys of one user (user_id >= 1) or of every user (user_id 0), ordered by created_at, id;
+ * *out is malloc'd (free()), *n its count. An unknown user_id lists nothing. */
+int store_key_list(store_t *s, int64_t user_id, store_key_t **out, size_t *n);
+/* A number that changes whenever any user or key is added or changed (a revocation, a user
+ * disabled): readers (the gateway's key cache) poll it to know when to reload. */
+int store_keys_rev(store_t *s, int64_t *rev);
+
 #endif

@@ -3,7 +3,8 @@
  * own unit test. Not for other callers: they use store.h.
  *
  * store.c checks every argument before it calls a backend, so backend functions may assume
- * non-NULL pointers, ids of 1..STORE_AGENT_ID_MAX bytes, valid names and statuses.
+ * non-NULL pointers, ids of 1..STORE_AGENT_ID_MAX bytes, valid names and statuses, user ids
+ * >= 1 (0 in key_list: every user), key ids and prefixes of the shapes store.h describes.
  */
 #ifndef STORE_IMPL_H
 #define STORE_IMPL_H
@@ -43,6 +44,16 @@ typedef struct {
     int (*agent_list)(store_t *s, store_agent_t **out, size_t *n);
     int (*agent_set_status)(store_t *s, const char *id, const char *status);
     int (*agents_rev)(store_t *s, int64_t *rev);
+    int (*user_add)(store_t *s, const char *name, int64_t created_at, int64_t *id);
+    int (*user_get_by_name)(store_t *s, const char *name, store_user_t *out);
+    int (*user_list)(store_t *s, store_user_t **out, size_t *n);
+    int (*user_set_status)(store_t *s, int64_t user_id, const char *status);
+    int (*key_add)(store_t *s, int64_t user_id, const char *key_id, const uint8_t hash[32],
+                   const char *prefix, int64_t created_at);
+    int (*key_lookup)(store_t *s, const uint8_t hash[32], store_key_t *out);
+    int (*key_revoke)(store_t *s, const char *key_id, int64_t revoked_at);
+    int (*key_list)(store_t *s, int64_t user_id, store_key_t **out, size_t *n);
+    int (*keys_rev)(store_t *s, int64_t *rev);
 } store_ops_t;
 
 #define STORE_ERR_MAX 512
@@ -53,6 +64,9 @@ struct store {
     store_backend_t backend;        /* which backend */
     void *db;                       /* sqlite3 * or MYSQL *, owned */
     char last_error[STORE_ERR_MAX]; /* last database error of this connection, "" if none */
+    bool redact;                    /* set around statements bound to a key hash: errors keep
+                                       the code but not the server's text, which may quote a
+                                       bound value (MySQL's "Duplicate entry '...'") */
 };
 
 /* Backend constructors: fill s->ops and s->db, or return an error with err set (one line,
@@ -65,6 +79,10 @@ void store_set_error(store_t *s, const char *fmt, ...) __attribute__((format(pri
 
 /* Growable agent array for store_agent_list: appends *a to (*arr, *n, *cap). 0 or -ENOMEM. */
 int store_agents_push(store_agent_t **arr, size_t *n, size_t *cap, const store_agent_t *a);
+
+/* Growable array of items of size bytes (store_user_list, store_key_list): appends *item to
+ * (*arr, *n, *cap). 0 or -ENOMEM (the array is left as it was). */
+int store_array_push(void **arr, size_t *n, size_t *cap, const void *item, size_t size);
 
 /* A parsed mysql://user:pass@host:port/db URL; strings are malloc'd and percent-decoded. */
 typedef struct {

@@ -8,8 +8,12 @@
  *
  * Writers of the agents table serialize on a named lock (GET_LOCK, one per database): the
  * "MAX(rev) + 1" of a change must see every earlier change, which InnoDB's consistent reads
- * would not guarantee under REPEATABLE READ. store_migrate takes another named lock, so two
+ * would not guarantee under REPEATABLE READ. Writers of users and api_keys, which share one rev
+ * sequence, do the same on the "keys" lock. store_migrate takes another named lock, so two
  * processes starting together do not run the same DDL twice.
+ *
+ * Statements bound to a key hash run with s->redact set: the server's error text can quote a
+ * bound value ("Duplicate entry '...' for key"), and a hash must not reach last_error or a log.
  */
 #include "store_impl.h"
 
@@ -227,6 +231,8 @@ static int s_errno(unsigned int code)
     case ER_TABLEACCESS_DENIED_ERROR:
         return -EACCES;
     case ER_BAD_DB_ERROR:
+    case ER_NO_REFERENCED_ROW:
+    case ER_NO_REFERENCED_ROW_2:
         return -ENOENT;
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
@@ -246,20 +252,33 @@ static int s_errno(unsigned int code)
     }
 }
 
+/* Records an error (what: the operation; text: the server's message) and returns it as
+ * errno. With s->redact set the message is replaced by one that quotes no value. */
+static int s_record(store_t *s, const char *what, const char *text, unsigned int code)
+{
+    if (!s->redact) {
+        store_set_error(s, "%s: %s (%u)", what, text, code);
+    } else {
+        const char *safe = "database error (message withheld: it may quote a key hash)";
+        if (code == ER_DUP_ENTRY || code == ER_DUP_KEY)
+            safe = "duplicate key id or hash";
+        else if (code == ER_NO_REFERENCED_ROW || code == ER_NO_REFERENCED_ROW_2)
+            safe = "no such user";
+        store_set_error(s, "%s: %s (%u)", what, safe, code);
+    }
+    return s_errno(code);
+}
+
 /* Records the connection's error (what: the operation) and returns it as errno. */
 static int s_fail(store_t *s, const char *what)
 {
-    unsigned int code = mysql_errno(S_MY(s));
-    store_set_error(s, "%s: %s (%u)", what, mysql_error(S_MY(s)), code);
-    return s_errno(code);
+    return s_record(s, what, mysql_error(S_MY(s)), mysql_errno(S_MY(s)));
 }
 
 /* Records a statement's error (what: the operation) and returns it as errno. */
 static int s_stmt_fail(store_t *s, MYSQL_STMT *st, const char *what)
 {
-    unsigned int code = mysql_stmt_errno(st);
-    store_set_error(s, "%s: %s (%u)", what, mysql_stmt_error(st), code);
-    return s_errno(code);
+    return s_record(s, what, mysql_stmt_error(st), mysql_stmt_errno(st));
 }
 
 /* ---- statements ------------------------------------------------------------------------- */
@@ -675,6 +694,441 @@ static int s_agents_rev(store_t *s, int64_t *rev)
                       &found);
 }
 
+/* ---- users and API keys ----------------------------------------------------------------- */
+
+/* The next rev of the users/api_keys sequence inside the open transaction (the keys lock is
+ * held): one more than the highest rev of either table. */
+static int s_next_keys_rev(store_t *s, long long *rev)
+{
+    int64_t v = 0;
+    bool found;
+    int rc = s_exec_int(s, "next keys rev",
+                        "SELECT GREATEST((SELECT COALESCE(MAX(rev), 0) FROM users), "
+                        "(SELECT COALESCE(MAX(rev), 0) FROM api_keys)) + 1",
+                        NULL, &v, &found);
+    *rev = (long long)v;
+    return rc;
+}
+
+/* Binds a BINARY/BLOB parameter of len bytes (*lenp must outlive the call). */
+static void s_bind_blob(MYSQL_BIND *b, const void *data, unsigned long len, unsigned long *lenp)
+{
+    memset(b, 0, sizeof(*b));
+    *lenp = len;
+    b->buffer_type = MYSQL_TYPE_BLOB;
+    b->buffer = (void *)data;
+    b->buffer_length = len;
+    b->length = lenp;
+}
+
+/* One change of the users/api_keys tables: takes the keys lock, opens a transaction, gets the
+ * next rev, runs fn(s, rev, arg), commits (or rolls back on an error) and unlocks. */
+static int s_keys_change(store_t *s, int (*fn)(store_t *s, long long rev, void *arg), void *arg)
+{
+    int rc = s_lock(s, "keys");
+    if (rc < 0)
+        return rc;
+    rc = s_query(s, "begin", "START TRANSACTION");
+    if (rc == 0) {
+        long long rev = 0;
+        rc = s_next_keys_rev(s, &rev);
+        if (rc == 0)
+            rc = fn(s, rev, arg);
+        rc = s_end_tx(s, rc);
+    }
+    s_unlock(s, "keys");
+    return rc;
+}
+
+/* Arguments of s_user_add_tx. */
+typedef struct {
+    const char *name;   /* user name */
+    int64_t created_at; /* Unix seconds */
+    int64_t *id;        /* out: the new id */
+} s_user_add_t;
+
+/* Inserts the user inside s_keys_change and reads back its AUTO_INCREMENT id. */
+static int s_user_add_tx(store_t *s, long long rev, void *arg)
+{
+    s_user_add_t *a = arg;
+    long long at = a->created_at;
+    MYSQL_BIND p[3];
+    unsigned long len;
+    s_bind_str(&p[0], a->name, &len);
+    s_bind_i64(&p[1], &at);
+    s_bind_i64(&p[2], &rev);
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "user add",
+                    "INSERT INTO users (name, status, created_at, rev) VALUES (?, 'active', ?, ?)",
+                    p, &st);
+    if (rc < 0)
+        return rc;
+    *a->id = (int64_t)mysql_stmt_insert_id(st);
+    mysql_stmt_close(st);
+    return 0;
+}
+
+/* Inserts an active user with the next keys rev. */
+static int s_user_add(store_t *s, const char *name, int64_t created_at, int64_t *id)
+{
+    s_user_add_t a = {name, created_at, id};
+    return s_keys_change(s, s_user_add_tx, &a);
+}
+
+#define S_COLS_MAX 8
+
+/* Result columns of one query, bound to the caller's buffers. */
+typedef struct {
+    MYSQL_BIND res[S_COLS_MAX];    /* the bindings */
+    unsigned long len[S_COLS_MAX]; /* lengths the server reported */
+    my_bool is_null[S_COLS_MAX];   /* NULL flags */
+    bool nullable[S_COLS_MAX];     /* a NULL is allowed (it reads as 0) */
+    long long *ints[S_COLS_MAX];   /* integer columns: where the value goes, else NULL */
+    size_t n;                      /* columns bound so far */
+} s_cols_t;
+
+/* Adds a text column that s_cols_fetch NUL-terminates into buf (cap bytes with the NUL). */
+static void s_col_text(s_cols_t *c, char *buf, size_t cap)
+{
+    MYSQL_BIND *b = &c->res[c->n];
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = buf;
+    b->buffer_length = (unsigned long)cap;
+    b->length = &c->len[c->n];
+    b->is_null = &c->is_null[c->n];
+    c->n++;
+}
+
+/* Adds an integer column; nullable: a NULL reads as 0 instead of failing the row. */
+static void s_col_i64(s_cols_t *c, long long *v, bool nullable)
+{
+    MYSQL_BIND *b = &c->res[c->n];
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = v;
+    b->length = &c->len[c->n];
+    b->is_null = &c->is_null[c->n];
+    c->nullable[c->n] = nullable;
+    c->ints[c->n] = v;
+    c->n++;
+}
+
+/* Fetches the next row into the bound buffers: 0, 1 at the end, or an error. Checks every
+ * text length against its buffer (a truncated value is an error, not a shorter string). */
+static int s_cols_fetch(store_t *s, MYSQL_STMT *st, s_cols_t *c, const char *what)
+{
+    int f = mysql_stmt_fetch(st);
+    if (f == MYSQL_NO_DATA)
+        return 1;
+    if (f == 1)
+        return s_stmt_fail(s, st, what);
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->is_null[i] && !c->nullable[i]) {
+            store_set_error(s, "%s: column %zu is NULL", what, i);
+            return -EIO;
+        }
+        if (c->ints[i]) {
+            if (c->is_null[i])
+                *c->ints[i] = 0;
+            continue;
+        }
+        if (c->len[i] >= c->res[i].buffer_length) {
+            store_set_error(s, "%s: column %zu is longer than the store allows", what, i);
+            return -EIO;
+        }
+        ((char *)c->res[i].buffer)[c->len[i]] = '\0';
+    }
+    return 0;
+}
+
+/* A user row and its column bindings. */
+typedef struct {
+    store_user_t u;       /* the row */
+    long long id;         /* id before it is copied into u */
+    long long created_at; /* created_at before it is copied into u */
+    s_cols_t cols;        /* id, name, status, created_at */
+} s_user_row_t;
+
+/* Binds the columns of a user query (S_USER_COLS) to r. */
+static int s_user_bind(store_t *s, MYSQL_STMT *st, s_user_row_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    s_col_i64(&r->cols, &r->id, false);
+    s_col_text(&r->cols, r->u.name, sizeof(r->u.name));
+    s_col_text(&r->cols, r->u.status, sizeof(r->u.status));
+    s_col_i64(&r->cols, &r->created_at, false);
+    if (mysql_stmt_bind_result(st, r->cols.res) != 0)
+        return s_stmt_fail(s, st, "user columns");
+    return 0;
+}
+
+/* Fetches the next user row into r->u: 0, 1 at the end, or an error. */
+static int s_user_fetch(store_t *s, MYSQL_STMT *st, s_user_row_t *r)
+{
+    int rc = s_cols_fetch(s, st, &r->cols, "users");
+    if (rc == 0) {
+        r->u.id = (int64_t)r->id;
+        r->u.created_at = (int64_t)r->created_at;
+    }
+    return rc;
+}
+
+#define S_USER_COLS "SELECT id, name, status, created_at FROM users"
+
+/* Reads one user by name. */
+static int s_user_get_by_name(store_t *s, const char *name, store_user_t *out)
+{
+    MYSQL_BIND p;
+    unsigned long len;
+    s_bind_str(&p, name, &len);
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "user get", S_USER_COLS " WHERE name = ?", &p, &st);
+    if (rc < 0)
+        return rc;
+    s_user_row_t r;
+    rc = s_user_bind(s, st, &r);
+    if (rc == 0)
+        rc = s_user_fetch(s, st, &r);
+    if (rc == 0)
+        *out = r.u;
+    else if (rc == 1)
+        rc = -ENOENT;
+    mysql_stmt_close(st);
+    return rc;
+}
+
+/* Reads every user, ordered by id. */
+static int s_user_list(store_t *s, store_user_t **out, size_t *n)
+{
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "user list", S_USER_COLS " ORDER BY id", NULL, &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    s_user_row_t r;
+    rc = s_user_bind(s, st, &r);
+    while (rc == 0 && (rc = s_user_fetch(s, st, &r)) == 0)
+        rc = store_array_push(&arr, &count, &cap, &r.u, sizeof(r.u));
+    mysql_stmt_close(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* Arguments of s_user_set_status_tx. */
+typedef struct {
+    long long id;       /* user id */
+    const char *status; /* new status */
+} s_user_status_t;
+
+/* Updates the user's status and rev inside s_keys_change; -ENOENT if no row matched. */
+static int s_user_set_status_tx(store_t *s, long long rev, void *arg)
+{
+    s_user_status_t *a = arg;
+    MYSQL_BIND p[3];
+    unsigned long len;
+    s_bind_str(&p[0], a->status, &len);
+    s_bind_i64(&p[1], &rev);
+    s_bind_i64(&p[2], &a->id);
+    uint64_t matched = 0;
+    int rc = s_exec_done(s, "user set status", "UPDATE users SET status = ?, rev = ? WHERE id = ?",
+                         p, &matched);
+    return rc == 0 && matched == 0 ? -ENOENT : rc;
+}
+
+/* Sets a user's status with the next keys rev. */
+static int s_user_set_status(store_t *s, int64_t user_id, const char *status)
+{
+    s_user_status_t a = {user_id, status};
+    return s_keys_change(s, s_user_set_status_tx, &a);
+}
+
+/* Arguments of s_key_add_tx. */
+typedef struct {
+    long long user_id;    /* owner */
+    const char *key_id;   /* public id */
+    const uint8_t *hash;  /* 32 bytes */
+    const char *prefix;   /* display prefix */
+    long long created_at; /* Unix seconds */
+} s_key_add_t;
+
+/* Inserts the key inside s_keys_change, with errors redacted (the hash is bound). */
+static int s_key_add_tx(store_t *s, long long rev, void *arg)
+{
+    s_key_add_t *a = arg;
+    MYSQL_BIND p[6];
+    unsigned long len[3];
+    s_bind_str(&p[0], a->key_id, &len[0]);
+    s_bind_i64(&p[1], &a->user_id);
+    s_bind_blob(&p[2], a->hash, 32, &len[1]);
+    s_bind_str(&p[3], a->prefix, &len[2]);
+    s_bind_i64(&p[4], &a->created_at);
+    s_bind_i64(&p[5], &rev);
+    s->redact = true;
+    int rc = s_exec_done(s, "key add",
+                         "INSERT INTO api_keys (id, user_id, hash, prefix, status, created_at, "
+                         "revoked_at, rev) VALUES (?, ?, ?, ?, 'active', ?, NULL, ?)",
+                         p, NULL);
+    s->redact = false;
+    return rc;
+}
+
+/* Inserts an active key with the next keys rev. */
+static int s_key_add(store_t *s, int64_t user_id, const char *key_id, const uint8_t hash[32],
+                     const char *prefix, int64_t created_at)
+{
+    s_key_add_t a = {user_id, key_id, hash, prefix, created_at};
+    return s_keys_change(s, s_key_add_tx, &a);
+}
+
+/* A key row and its column bindings. */
+typedef struct {
+    store_key_t k;        /* the row */
+    long long user_id;    /* user_id before it is copied into k */
+    long long created_at; /* created_at before it is copied into k */
+    long long revoked_at; /* revoked_at (NULL: 0) before it is copied into k */
+    s_cols_t cols;        /* see S_KEY_COLS */
+} s_key_row_t;
+
+/* Binds the columns of a key query (S_KEY_COLS) to r. */
+static int s_key_bind(store_t *s, MYSQL_STMT *st, s_key_row_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    s_col_text(&r->cols, r->k.id, sizeof(r->k.id));
+    s_col_i64(&r->cols, &r->user_id, false);
+    s_col_text(&r->cols, r->k.user_name, sizeof(r->k.user_name));
+    s_col_text(&r->cols, r->k.prefix, sizeof(r->k.prefix));
+    s_col_text(&r->cols, r->k.status, sizeof(r->k.status));
+    s_col_text(&r->cols, r->k.user_status, sizeof(r->k.user_status));
+    s_col_i64(&r->cols, &r->created_at, false);
+    s_col_i64(&r->cols, &r->revoked_at, true);
+    if (mysql_stmt_bind_result(st, r->cols.res) != 0)
+        return s_stmt_fail(s, st, "key columns");
+    return 0;
+}
+
+/* Fetches the next key row into r->k: 0, 1 at the end, or an error. */
+static int s_key_fetch(store_t *s, MYSQL_STMT *st, s_key_row_t *r)
+{
+    int rc = s_cols_fetch(s, st, &r->cols, "api_keys");
+    if (rc == 0) {
+        r->k.user_id = (int64_t)r->user_id;
+        r->k.created_at = (int64_t)r->created_at;
+        r->k.revoked_at = (int64_t)r->revoked_at;
+    }
+    return rc;
+}
+
+#define S_KEY_COLS                                                                                 \
+    "SELECT k.id, k.user_id, u.name, k.prefix, k.status, u.status, k.created_at, "                 \
+    "k.revoked_at FROM api_keys k JOIN users u ON u.id = k.user_id"
+
+/* Finds a key by its hash (the unique index), with its user; errors redacted. */
+static int s_key_lookup(store_t *s, const uint8_t hash[32], store_key_t *out)
+{
+    MYSQL_BIND p;
+    unsigned long len;
+    s_bind_blob(&p, hash, 32, &len);
+    MYSQL_STMT *st;
+    s->redact = true;
+    int rc = s_exec(s, "key lookup", S_KEY_COLS " WHERE k.hash = ?", &p, &st);
+    if (rc == 0) {
+        s_key_row_t r;
+        rc = s_key_bind(s, st, &r);
+        if (rc == 0)
+            rc = s_key_fetch(s, st, &r);
+        if (rc == 0)
+            *out = r.k;
+        else if (rc == 1)
+            rc = -ENOENT;
+        mysql_stmt_close(st);
+    }
+    s->redact = false;
+    return rc;
+}
+
+/* Arguments of s_key_revoke_tx. */
+typedef struct {
+    const char *key_id;   /* key to revoke */
+    long long revoked_at; /* Unix seconds */
+} s_key_revoke_t;
+
+/* Revokes an active key inside s_keys_change; when nothing matched, tells an unknown id
+ * (-ENOENT) from a key revoked before (-EALREADY); either way the transaction rolls back,
+ * so rev does not move. */
+static int s_key_revoke_tx(store_t *s, long long rev, void *arg)
+{
+    s_key_revoke_t *a = arg;
+    MYSQL_BIND p[3];
+    unsigned long len;
+    s_bind_i64(&p[0], &a->revoked_at);
+    s_bind_i64(&p[1], &rev);
+    s_bind_str(&p[2], a->key_id, &len);
+    uint64_t matched = 0;
+    int rc = s_exec_done(s, "key revoke",
+                         "UPDATE api_keys SET status = 'revoked', revoked_at = ?, rev = ? "
+                         "WHERE id = ? AND status = 'active'",
+                         p, &matched);
+    if (rc < 0 || matched > 0)
+        return rc;
+    int64_t one = 0;
+    bool exists = false;
+    rc = s_exec_int(s, "key exists", "SELECT 1 FROM api_keys WHERE id = ?", &p[2], &one, &exists);
+    if (rc < 0)
+        return rc;
+    return exists ? -EALREADY : -ENOENT;
+}
+
+/* Revokes a key with the next keys rev. */
+static int s_key_revoke(store_t *s, const char *key_id, int64_t revoked_at)
+{
+    s_key_revoke_t a = {key_id, revoked_at};
+    return s_keys_change(s, s_key_revoke_tx, &a);
+}
+
+/* Reads the keys of one user (user_id >= 1) or of all (0), ordered by created_at, id. */
+static int s_key_list(store_t *s, int64_t user_id, store_key_t **out, size_t *n)
+{
+    MYSQL_BIND p;
+    long long uid = user_id;
+    s_bind_i64(&p, &uid);
+    MYSQL_STMT *st;
+    int rc = user_id > 0
+                 ? s_exec(s, "key list",
+                          S_KEY_COLS " WHERE k.user_id = ? ORDER BY k.created_at, k.id", &p, &st)
+                 : s_exec(s, "key list", S_KEY_COLS " ORDER BY k.created_at, k.id", NULL, &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    s_key_row_t r;
+    rc = s_key_bind(s, st, &r);
+    while (rc == 0 && (rc = s_key_fetch(s, st, &r)) == 0)
+        rc = store_array_push(&arr, &count, &cap, &r.k, sizeof(r.k));
+    mysql_stmt_close(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* The highest rev of users and api_keys (0 when both are empty). */
+static int s_keys_rev(store_t *s, int64_t *rev)
+{
+    bool found;
+    return s_exec_int(s, "keys rev",
+                      "SELECT GREATEST((SELECT COALESCE(MAX(rev), 0) FROM users), "
+                      "(SELECT COALESCE(MAX(rev), 0) FROM api_keys))",
+                      NULL, rev, &found);
+}
+
 static const store_ops_t s_ops = {
     .name = "mysql",
     .close = s_close,
@@ -687,6 +1141,15 @@ static const store_ops_t s_ops = {
     .agent_list = s_agent_list,
     .agent_set_status = s_agent_set_status,
     .agents_rev = s_agents_rev,
+    .user_add = s_user_add,
+    .user_get_by_name = s_user_get_by_name,
+    .user_list = s_user_list,
+    .user_set_status = s_user_set_status,
+    .key_add = s_key_add,
+    .key_lookup = s_key_lookup,
+    .key_revoke = s_key_revoke,
+    .key_list = s_key_list,
+    .keys_rev = s_keys_rev,
 };
 
 /* ---- open ------------------------------------------------------------------------------- */

@@ -4,6 +4,7 @@
  * comes from the compiled-in migrations. Writers are serialized by SQLite itself: each
  * change is one statement (its own write transaction), and a migration runs inside
  * BEGIN IMMEDIATE, so the "MAX(rev) + 1" of a change is computed under the write lock.
+ * The same holds for users and api_keys, whose rows share one rev sequence (S_NEXT_KEYS_REV).
  */
 #include "store_impl.h"
 
@@ -27,6 +28,8 @@ static int s_errno(int code)
     case SQLITE_CONSTRAINT_CHECK:
     case SQLITE_CONSTRAINT_NOTNULL:
         return -EINVAL;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return -ENOENT; /* the row referred to (a key's user) does not exist */
     default:
         break;
     }
@@ -235,7 +238,7 @@ static int s_copy_text(store_t *s, sqlite3_stmt *st, int col, char *dst, size_t 
     const unsigned char *text = sqlite3_column_text(st, col);
     size_t len = (size_t)sqlite3_column_bytes(st, col);
     if (!text || len >= cap) {
-        store_set_error(s, "agents: column %d is NULL or too long (%zu bytes)", col, len);
+        store_set_error(s, "row: column %d is NULL or too long (%zu bytes)", col, len);
         return -EIO;
     }
     memcpy(dst, text, len);
@@ -340,6 +343,255 @@ static int s_agents_rev(store_t *s, int64_t *rev)
     return rc < 0 ? rc : s_query_int(s, st, rev, &found);
 }
 
+/* ---- users and API keys ----------------------------------------------------------------- */
+
+/* The next rev of the users/api_keys sequence: one more than the highest of either table. As
+ * a subquery of the write statement itself it runs under SQLite's write lock. */
+#define S_NEXT_KEYS_REV                                                                            \
+    "(SELECT MAX(r) + 1 FROM (SELECT COALESCE(MAX(rev), 0) AS r FROM users "                       \
+    "UNION ALL SELECT COALESCE(MAX(rev), 0) FROM api_keys))"
+
+/* Inserts an active user with the next keys rev; *id gets its rowid. */
+static int s_user_add(store_t *s, const char *name, int64_t created_at, int64_t *id)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(s,
+                       "INSERT INTO users (name, status, created_at, rev) "
+                       "VALUES (?1, 'active', ?2, " S_NEXT_KEYS_REV ")",
+                       &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, created_at);
+    rc = s_run(s, st, "user add");
+    /* One connection per thread (store.h): nothing else can insert between the two calls. */
+    if (rc == 0)
+        *id = sqlite3_last_insert_rowid(S_DB(s));
+    return rc;
+}
+
+/* Reads the current row of a user query (id, name, status, created_at). */
+static int s_read_user(store_t *s, sqlite3_stmt *st, store_user_t *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->id = sqlite3_column_int64(st, 0);
+    int rc = s_copy_text(s, st, 1, u->name, sizeof(u->name));
+    if (rc == 0)
+        rc = s_copy_text(s, st, 2, u->status, sizeof(u->status));
+    u->created_at = sqlite3_column_int64(st, 3);
+    return rc;
+}
+
+#define S_USER_COLS "SELECT id, name, status, created_at FROM users"
+
+/* Reads one user by name. */
+static int s_user_get_by_name(store_t *s, const char *name, store_user_t *out)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(s, S_USER_COLS " WHERE name = ?1", &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        rc = s_read_user(s, st, out);
+    else if (step == SQLITE_DONE)
+        rc = -ENOENT;
+    else
+        rc = s_fail(s, "user get");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Reads every user, ordered by id. */
+static int s_user_list(store_t *s, store_user_t **out, size_t *n)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(s, S_USER_COLS " ORDER BY id", &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    int step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        store_user_t u;
+        rc = s_read_user(s, st, &u);
+        if (rc == 0)
+            rc = store_array_push(&arr, &count, &cap, &u, sizeof(u));
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = s_fail(s, "user list");
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* Sets a user's status and moves its rev to the next keys rev in the same statement. */
+static int s_user_set_status(store_t *s, int64_t user_id, const char *status)
+{
+    sqlite3_stmt *st;
+    int rc =
+        s_prepare(s, "UPDATE users SET status = ?1, rev = " S_NEXT_KEYS_REV " WHERE id = ?2", &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, user_id);
+    rc = s_run(s, st, "user set status");
+    if (rc == 0 && sqlite3_changes(S_DB(s)) == 0)
+        rc = -ENOENT;
+    return rc;
+}
+
+/* Inserts an active key with the next keys rev. A missing user fails the foreign key
+ * (-ENOENT); a taken id or hash the unique keys (-EEXIST). SQLite's messages name the column,
+ * never the value, so the hash cannot reach last_error. */
+static int s_key_add(store_t *s, int64_t user_id, const char *key_id, const uint8_t hash[32],
+                     const char *prefix, int64_t created_at)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(
+        s,
+        "INSERT INTO api_keys (id, user_id, hash, prefix, status, created_at, "
+        "revoked_at, rev) VALUES (?1, ?2, ?3, ?4, 'active', ?5, NULL, " S_NEXT_KEYS_REV ")",
+        &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, user_id);
+    sqlite3_bind_blob(st, 3, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, created_at);
+    return s_run(s, st, "key add");
+}
+
+/* Reads the current row of a key query (see S_KEY_COLS). */
+static int s_read_key(store_t *s, sqlite3_stmt *st, store_key_t *k)
+{
+    memset(k, 0, sizeof(*k));
+    int rc = s_copy_text(s, st, 0, k->id, sizeof(k->id));
+    if (rc == 0)
+        rc = s_copy_text(s, st, 2, k->user_name, sizeof(k->user_name));
+    if (rc == 0)
+        rc = s_copy_text(s, st, 3, k->prefix, sizeof(k->prefix));
+    if (rc == 0)
+        rc = s_copy_text(s, st, 4, k->status, sizeof(k->status));
+    if (rc == 0)
+        rc = s_copy_text(s, st, 5, k->user_status, sizeof(k->user_status));
+    k->user_id = sqlite3_column_int64(st, 1);
+    k->created_at = sqlite3_column_int64(st, 6);
+    k->revoked_at = sqlite3_column_int64(st, 7); /* NULL reads as 0 */
+    return rc;
+}
+
+#define S_KEY_COLS                                                                                 \
+    "SELECT k.id, k.user_id, u.name, k.prefix, k.status, u.status, k.created_at, "                 \
+    "k.revoked_at FROM api_keys k JOIN users u ON u.id = k.user_id"
+
+/* Finds a key by its hash (the unique index), with its user. */
+static int s_key_lookup(store_t *s, const uint8_t hash[32], store_key_t *out)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(s, S_KEY_COLS " WHERE k.hash = ?1", &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        rc = s_read_key(s, st, out);
+    else if (step == SQLITE_DONE)
+        rc = -ENOENT;
+    else
+        rc = s_fail(s, "key lookup");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Sets *exists to whether a key with this id exists. */
+static int s_key_exists(store_t *s, const char *key_id, bool *exists)
+{
+    sqlite3_stmt *st;
+    int64_t one;
+    int rc = s_prepare(s, "SELECT 1 FROM api_keys WHERE id = ?1", &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+    return s_query_int(s, st, &one, exists);
+}
+
+/* Revokes an active key in one statement (with the next keys rev); when nothing matched,
+ * tells an unknown id (-ENOENT) from a key revoked before (-EALREADY). Keys are never
+ * deleted, so the second query cannot be fooled by a concurrent change. */
+static int s_key_revoke(store_t *s, const char *key_id, int64_t revoked_at)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(s,
+                       "UPDATE api_keys SET status = 'revoked', revoked_at = ?1, "
+                       "rev = " S_NEXT_KEYS_REV " WHERE id = ?2 AND status = 'active'",
+                       &st);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, revoked_at);
+    sqlite3_bind_text(st, 2, key_id, -1, SQLITE_STATIC);
+    rc = s_run(s, st, "key revoke");
+    if (rc < 0 || sqlite3_changes(S_DB(s)) > 0)
+        return rc;
+    bool exists = false;
+    rc = s_key_exists(s, key_id, &exists);
+    if (rc < 0)
+        return rc;
+    return exists ? -EALREADY : -ENOENT;
+}
+
+/* Reads the keys of one user (user_id >= 1) or of all (0), ordered by created_at, id. */
+static int s_key_list(store_t *s, int64_t user_id, store_key_t **out, size_t *n)
+{
+    sqlite3_stmt *st;
+    int rc = s_prepare(s,
+                       user_id > 0 ? S_KEY_COLS " WHERE k.user_id = ?1 ORDER BY k.created_at, k.id"
+                                   : S_KEY_COLS " ORDER BY k.created_at, k.id",
+                       &st);
+    if (rc < 0)
+        return rc;
+    if (user_id > 0)
+        sqlite3_bind_int64(st, 1, user_id);
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    int step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        store_key_t k;
+        rc = s_read_key(s, st, &k);
+        if (rc == 0)
+            rc = store_array_push(&arr, &count, &cap, &k, sizeof(k));
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = s_fail(s, "key list");
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* The highest rev of users and api_keys (0 when both are empty). */
+static int s_keys_rev(store_t *s, int64_t *rev)
+{
+    sqlite3_stmt *st;
+    bool found;
+    int rc = s_prepare(s,
+                       "SELECT MAX(r) FROM (SELECT COALESCE(MAX(rev), 0) AS r FROM users "
+                       "UNION ALL SELECT COALESCE(MAX(rev), 0) FROM api_keys)",
+                       &st);
+    return rc < 0 ? rc : s_query_int(s, st, rev, &found);
+}
+
 static const store_ops_t s_ops = {
     .name = "sqlite",
     .close = s_close,
@@ -352,6 +604,15 @@ static const store_ops_t s_ops = {
     .agent_list = s_agent_list,
     .agent_set_status = s_agent_set_status,
     .agents_rev = s_agents_rev,
+    .user_add = s_user_add,
+    .user_get_by_name = s_user_get_by_name,
+    .user_list = s_user_list,
+    .user_set_status = s_user_set_status,
+    .key_add = s_key_add,
+    .key_lookup = s_key_lookup,
+    .key_revoke = s_key_revoke,
+    .key_list = s_key_list,
+    .keys_rev = s_keys_rev,
 };
 
 /* Runs a PRAGMA that answers one text value and checks it (want NULL: any answer). */

@@ -1,4 +1,4 @@
-/* hubctl: the hub operator's command line (init, agents). */
+/* hubctl: the hub operator's command line (init, agents, users, API keys). */
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "apikey.h"
 #include "bus_config.h"
 #include "bus_log.h"
 #include "bus_plat.h"
@@ -27,8 +28,21 @@ static void s_usage(FILE *out)
             "  hubctl [--config DIR/hub.conf] agent list\n"
             "  hubctl [--config DIR/hub.conf] agent disable ID\n"
             "  hubctl [--config DIR/hub.conf] agent enable ID\n"
+            "  hubctl [--config DIR/hub.conf] user add NAME\n"
+            "      prints user_id: and name:\n"
+            "  hubctl [--config DIR/hub.conf] user list\n"
+            "  hubctl [--config DIR/hub.conf] user disable NAME | user enable NAME\n"
+            "  hubctl [--config DIR/hub.conf] key create USER\n"
+            "      prints key_id: and the key (sk-...) on its own line, once: it is stored\n"
+            "      only as a hash and cannot be shown again\n"
+            "  hubctl [--config DIR/hub.conf] key list [USER]\n"
+            "      key ids, status and the first characters of each key, never the key\n"
+            "  hubctl [--config DIR/hub.conf] key revoke KEY_ID\n"
+            "  hubctl [--config DIR/hub.conf] key check < FILE\n"
+            "      reads a key from standard input and tells whether it is valid (exit 0)\n"
             "  hubctl [--config DIR/hub.conf] migrate\n"
             "  hubctl --help | --version\n\n"
+            "Exit status: 0 done, 1 not found or failed, 2 bad usage.\n"
             "--config defaults to ./hub.conf. hub.conf keys:\n");
     cfg_print_help(hub_config_table, out);
 }
@@ -295,6 +309,324 @@ static int s_cmd_agent(const cfg_cli_t *cli, char **words, size_t n, const hub_c
     return 2;
 }
 
+/* Formats Unix seconds as an ISO 8601 UTC time ("-" for 0). */
+static void s_fmt_time(int64_t when, char *buf, size_t cap)
+{
+    if (when == 0) {
+        snprintf(buf, cap, "-");
+        return;
+    }
+    time_t t = (time_t)when;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, cap, "%lld", (long long)when);
+}
+
+/* Looks up a user by name for command cmd; prints why not. 0, or an exit code. */
+static int s_find_user(store_t *st, const char *cmd, const char *name, store_user_t *u)
+{
+    int rc = store_user_get_by_name(st, name, u);
+    if (rc == -ENOENT) {
+        fprintf(stderr, "hubctl %s: no user named \"%s\"\n", cmd, name);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "hubctl %s: %s\n", cmd, store_last_error(st));
+        return 1;
+    }
+    return 0;
+}
+
+/* hubctl user add NAME: creates a user and prints its id and name. */
+static int s_user_add(store_t *st, const char *name)
+{
+    int64_t id = 0;
+    int rc = store_user_add(st, name, (int64_t)time(NULL), &id);
+    if (rc == -EINVAL) {
+        fprintf(stderr, "hubctl user add: %s\n", store_last_error(st));
+        return 2;
+    }
+    if (rc == -EEXIST) {
+        fprintf(stderr, "hubctl user add: a user named \"%s\" exists\n", name);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "hubctl user add: %s\n", store_last_error(st));
+        return 1;
+    }
+    printf("user_id: %lld\nname: %s\n", (long long)id, name);
+    return 0;
+}
+
+/* hubctl user list: every user, in id order. */
+static int s_user_list(store_t *st)
+{
+    store_user_t *list = NULL;
+    size_t count = 0;
+    if (store_user_list(st, &list, &count) != 0) {
+        fprintf(stderr, "hubctl user list: %s\n", store_last_error(st));
+        return 1;
+    }
+    printf("%-8s  %-8s  %-20s  %s\n", "ID", "STATUS", "CREATED", "NAME");
+    for (size_t i = 0; i < count; i++) {
+        char when[32];
+        s_fmt_time(list[i].created_at, when, sizeof when);
+        printf("%-8lld  %-8s  %-20s  %s\n", (long long)list[i].id, list[i].status, when,
+               list[i].name);
+    }
+    free(list);
+    return 0;
+}
+
+/* hubctl user disable|enable NAME. */
+static int s_user_status(store_t *st, const char *sub, const char *name)
+{
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "user %s", sub);
+    store_user_t u;
+    int rc = s_find_user(st, cmd, name, &u);
+    if (rc != 0)
+        return rc;
+    rc = store_user_set_status(st, u.id, strcmp(sub, "disable") == 0 ? "disabled" : "active");
+    if (rc != 0) {
+        fprintf(stderr, "hubctl %s: %s\n", cmd,
+                rc == -ENOENT ? "the user is gone" : store_last_error(st));
+        return 1;
+    }
+    printf("%s %sd\n", name, sub);
+    return 0;
+}
+
+/* hubctl user SUBCOMMAND ...: checks the words, opens the store, runs the subcommand. */
+static int s_cmd_user(char **words, size_t n, const hub_config_t *cfg)
+{
+    const char *sub = n >= 1 ? words[0] : "";
+    bool named =
+        strcmp(sub, "add") == 0 || strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0;
+    if (named && n != 2) {
+        fprintf(stderr, "hubctl user %s: usage: hubctl user %s NAME\n", sub, sub);
+        return 2;
+    }
+    if (!named && strcmp(sub, "list") != 0) {
+        if (n)
+            fprintf(stderr,
+                    "hubctl user: unknown subcommand \"%s\" (add, list, disable, "
+                    "enable)\n",
+                    sub);
+        else
+            fprintf(stderr, "hubctl user: add, list, disable or enable\n");
+        return 2;
+    }
+    if (strcmp(sub, "list") == 0 && n != 1) {
+        fprintf(stderr, "hubctl user list: takes no arguments\n");
+        return 2;
+    }
+    store_t *st = NULL;
+    int rc = s_open_store(cfg, &st);
+    if (rc != 0)
+        return rc;
+    if (strcmp(sub, "add") == 0)
+        rc = s_user_add(st, words[1]);
+    else if (strcmp(sub, "list") == 0)
+        rc = s_user_list(st);
+    else
+        rc = s_user_status(st, sub, words[1]);
+    store_destroy(&st);
+    return rc;
+}
+
+/* hubctl key create USER: makes a key and prints its id and the secret, once. The secret is
+ * written to stdout only (never stderr, never a log) and wiped from memory afterwards. */
+static int s_key_create(store_t *st, const char *user)
+{
+    store_user_t u;
+    int rc = s_find_user(st, "key create", user, &u);
+    if (rc != 0)
+        return rc;
+    apikey_t key;
+    /* A clash of 60-bit random ids is all but impossible; still, a fresh key beats failing. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        rc = apikey_generate(&key);
+        if (rc != 0) {
+            fprintf(stderr, "hubctl key create: no secure random source\n");
+            return 1;
+        }
+        rc = store_key_add(st, u.id, key.id, key.hash, key.prefix, (int64_t)time(NULL));
+        if (rc != -EEXIST)
+            break;
+        apikey_wipe(&key);
+    }
+    if (rc != 0) {
+        apikey_wipe(&key);
+        fprintf(stderr, "hubctl key create: %s\n",
+                rc == -ENOENT ? "the user is gone" : store_last_error(st));
+        return 1;
+    }
+    char key_id[sizeof key.id];
+    memcpy(key_id, key.id, sizeof key_id);
+    printf("key_id: %s\nuser: %s\n%s\n", key.id, u.name, key.secret);
+    int lost = fflush(stdout) != 0 || ferror(stdout);
+    apikey_wipe(&key);
+    if (lost) {
+        /* Nobody saw the secret: a key that cannot be handed out must not stay valid. */
+        store_key_revoke(st, key_id, (int64_t)time(NULL));
+        fprintf(stderr, "hubctl key create: could not write the key to standard output; "
+                        "it has been revoked\n");
+        return 1;
+    }
+    fprintf(stderr, "hubctl key create: store the key now: it is kept only as a hash and "
+                    "cannot be shown again\n");
+    if (strcmp(u.status, "active") != 0)
+        fprintf(stderr,
+                "hubctl key create: note: user \"%s\" is %s: the key is refused until "
+                "hubctl user enable\n",
+                u.name, u.status);
+    return 0;
+}
+
+/* hubctl key list [USER]: keys with their prefix only. */
+static int s_key_list(store_t *st, const char *user)
+{
+    int64_t uid = 0;
+    if (user) {
+        store_user_t u;
+        int rc = s_find_user(st, "key list", user, &u);
+        if (rc != 0)
+            return rc;
+        uid = u.id;
+    }
+    store_key_t *list = NULL;
+    size_t count = 0;
+    if (store_key_list(st, uid, &list, &count) != 0) {
+        fprintf(stderr, "hubctl key list: %s\n", store_last_error(st));
+        return 1;
+    }
+    printf("%-16s  %-8s  %-20s  %-20s  %-14s  %s\n", "KEY_ID", "STATUS", "CREATED", "REVOKED",
+           "PREFIX", "USER");
+    for (size_t i = 0; i < count; i++) {
+        char made[32], gone[32], prefix[STORE_KEY_PREFIX_MAX + 8];
+        s_fmt_time(list[i].created_at, made, sizeof made);
+        s_fmt_time(list[i].revoked_at, gone, sizeof gone);
+        snprintf(prefix, sizeof prefix, "sk-%s...", list[i].prefix);
+        printf("%-16s  %-8s  %-20s  %-20s  %-14s  %s\n", list[i].id, list[i].status, made, gone,
+               prefix, list[i].user_name);
+    }
+    free(list);
+    return 0;
+}
+
+/* hubctl key revoke KEY_ID: a second revoke is reported but still succeeds. */
+static int s_key_revoke(store_t *st, const char *key_id)
+{
+    int rc = store_key_revoke(st, key_id, (int64_t)time(NULL));
+    if (rc == 0) {
+        printf("%s revoked\n", key_id);
+        return 0;
+    }
+    if (rc == -EALREADY) {
+        printf("%s was already revoked\n", key_id);
+        return 0;
+    }
+    if (rc == -ENOENT)
+        fprintf(stderr, "hubctl key revoke: no key with id %s (see hubctl key list)\n", key_id);
+    else
+        fprintf(stderr, "hubctl key revoke: %s\n", store_last_error(st));
+    return 1;
+}
+
+/* hubctl key check: reads one key from stdin (never from the command line, where other users
+ * could see it) and reports what the hub would do with it; exit 0 only if it would accept. */
+static int s_key_check(store_t *st)
+{
+    char line[APIKEY_MAX_LEN + 3];
+    uint8_t hash[APIKEY_HASH_LEN];
+    size_t len = 0;
+    int ret = 1;
+    if (fgets(line, sizeof line, stdin)) {
+        len = strlen(line);
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+    }
+    int rc = apikey_parse(line, len, hash);
+    sodium_memzero(line, sizeof line);
+    if (rc != 0) {
+        fprintf(stderr,
+                "hubctl key check: standard input holds no API key (sk-[A-Za-z0-9_-]+, "
+                "at most %d characters)\n",
+                APIKEY_MAX_LEN);
+        return 1;
+    }
+    store_key_t k;
+    rc = store_key_lookup(st, hash, &k);
+    sodium_memzero(hash, sizeof hash);
+    if (rc == -ENOENT) {
+        printf("status: unknown\n");
+        fprintf(stderr, "hubctl key check: no such key\n");
+    } else if (rc != 0) {
+        fprintf(stderr, "hubctl key check: %s\n", store_last_error(st));
+    } else {
+        printf("key_id: %s\nuser: %s\nstatus: %s\nuser_status: %s\n", k.id, k.user_name, k.status,
+               k.user_status);
+        ret = strcmp(k.status, "active") == 0 && strcmp(k.user_status, "active") == 0 ? 0 : 1;
+    }
+    return ret;
+}
+
+/* hubctl key SUBCOMMAND ...: checks the words, opens the store, runs the subcommand. */
+static int s_cmd_key(char **words, size_t n, const hub_config_t *cfg)
+{
+    const char *sub = n >= 1 ? words[0] : "";
+    int bad = 0;
+    if (strcmp(sub, "create") == 0 || strcmp(sub, "revoke") == 0)
+        bad = n != 2;
+    else if (strcmp(sub, "list") == 0)
+        bad = n > 2;
+    else if (strcmp(sub, "check") == 0)
+        bad = n != 1;
+    else
+        bad = -1;
+    if (bad < 0) {
+        if (n)
+            fprintf(stderr,
+                    "hubctl key: unknown subcommand \"%s\" (create, list, revoke, "
+                    "check)\n",
+                    sub);
+        else
+            fprintf(stderr, "hubctl key: create, list, revoke or check\n");
+        return 2;
+    }
+    if (bad) {
+        static const char *const usage[][2] = {{"create", "key create USER"},
+                                               {"revoke", "key revoke KEY_ID"},
+                                               {"list", "key list [USER]"},
+                                               {"check", "key check < FILE-WITH-KEY"}};
+        for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++)
+            if (strcmp(sub, usage[i][0]) == 0)
+                fprintf(stderr, "hubctl key %s: usage: hubctl %s\n", sub, usage[i][1]);
+        return 2;
+    }
+    if (strcmp(sub, "revoke") == 0 && strncmp(words[1], APIKEY_SCHEME, 3) == 0) {
+        /* Someone pasted the secret: do not echo it; it is also now in their shell history. */
+        fprintf(stderr, "hubctl key revoke: give the key id (key_..., see hubctl key list), "
+                        "not the key itself\n");
+        return 2;
+    }
+    store_t *st = NULL;
+    int rc = s_open_store(cfg, &st);
+    if (rc != 0)
+        return rc;
+    if (strcmp(sub, "create") == 0)
+        rc = s_key_create(st, words[1]);
+    else if (strcmp(sub, "list") == 0)
+        rc = s_key_list(st, n == 2 ? words[1] : NULL);
+    else if (strcmp(sub, "revoke") == 0)
+        rc = s_key_revoke(st, words[1]);
+    else
+        rc = s_key_check(st);
+    store_destroy(&st);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const extra[] = {"--dir", "--store", "--mysql-url", "--pubkey", NULL};
@@ -340,6 +672,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(words[0], "agent") == 0) {
             rc = s_cmd_agent(&cli, words + 1, n - 1, &cfg);
+        } else if (strcmp(words[0], "user") == 0) {
+            rc = s_cmd_user(words + 1, n - 1, &cfg);
+        } else if (strcmp(words[0], "key") == 0) {
+            rc = s_cmd_key(words + 1, n - 1, &cfg);
         } else if (strcmp(words[0], "migrate") == 0) {
             store_t *st = NULL;
             store_params_t sp;

@@ -25,6 +25,7 @@ import urllib.parse
 BUILD = os.environ.get("RELAYHUB_BUILD_DIR") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
 BIN = {
+    "hub-gateway": os.path.join(BUILD, "services", "gateway", "hub-gateway"),
     "hubctl": os.path.join(BUILD, "services", "hubctl", "hubctl"),
     "hub-tunnel": os.path.join(BUILD, "services", "tunnel", "hub-tunnel"),
     "agent": os.path.join(BUILD, "agent", "agent"),
@@ -144,7 +145,11 @@ class Hub:
         self.tunnel_port = free_port()
         self.admin_port = free_port()
         self.metrics_port = free_port()
+        self.gateway_port = free_port()
+        self.gateway_metrics_port = free_port()
         args = [BIN["hubctl"], "init", "--dir", self.dir,
+                "--set", "gateway.listen=127.0.0.1:%d" % self.gateway_port,
+                "--set", "gateway.metrics_listen=127.0.0.1:%d" % self.gateway_metrics_port,
                 "--set", "tunnel.listen=127.0.0.1:%d" % self.tunnel_port,
                 "--set", "tunnel.admin_listen=127.0.0.1:%d" % self.admin_port,
                 "--set", "tunnel.metrics_listen=127.0.0.1:%d" % self.metrics_port]
@@ -173,6 +178,42 @@ class Hub:
             self.proc.send_signal(sig)
             return self.proc.wait(timeout=timeout)
         return None
+
+    def start_gateway(self, extra=()):
+        """Starts hub-gateway on this hub's config; waits for /healthz."""
+        self.gateway_log = os.path.join(self.dir, "gateway.log")
+        self.gateway = spawn([BIN["hub-gateway"], "--config", self.conf] + list(extra),
+                             self.gateway_log)
+        wait_until(lambda: self.gw("GET", "/healthz")[0] == 200, what="hub-gateway up")
+        return self.gateway
+
+    def user_key(self, user):
+        """Creates a user and a key; returns the key."""
+        self.hubctl("user", "add", user)
+        out = self.hubctl("key", "create", user).stdout
+        return re.search(r"^(sk-\S+)$", out, re.M).group(1)
+
+    def gw(self, method, path, body=None, key=None, headers=None, timeout=30, raw=False):
+        """Calls the gateway; returns (status, parsed JSON or text, headers)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.gateway_port, timeout=timeout)
+        h = dict(headers or {})
+        if key:
+            h["Authorization"] = "Bearer " + key
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            h.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        if raw:
+            return r.status, out, dict(r.getheaders())
+        try:
+            parsed = json.loads(out)
+        except ValueError:
+            parsed = out.decode("utf-8", "replace")
+        return r.status, parsed, {k.lower(): v for k, v in r.getheaders()}
 
     def admin(self, method, path, body=None, token=None, timeout=15):
         """Calls the admin API; returns (status, parsed JSON or raw text, headers)."""

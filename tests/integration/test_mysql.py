@@ -22,6 +22,14 @@ def _sql(stmt):
                    check=True, capture_output=True, timeout=30)
 
 
+def _sql_out(stmt):
+    """Runs one statement and returns its rows, tab-separated, without column names."""
+    return subprocess.run(["mariadb", "--protocol=TCP", "-h", u.hostname, "-P", str(u.port),
+                           "-u", urllib.parse.unquote(u.username),
+                           "-p" + urllib.parse.unquote(u.password or ""), "-N", "-B", "-e", stmt],
+                          check=True, capture_output=True, text=True, timeout=30).stdout
+
+
 _sql("CREATE DATABASE %s" % DB)
 db_url = "mysql://%s:%s@%s:%d/%s" % (u.username, u.password or "", u.hostname, u.port, DB)
 hub = Hub(store="mysql", mysql_url=db_url).start()
@@ -54,6 +62,35 @@ def test_registry_outage_is_survived():
     c = Agent(hub, "late")
     c.start()
     c.wait_connected(timeout=20)
+
+
+def test_users_and_keys_on_mysql():
+    import hashlib
+    import re
+    from harness import BIN, run
+    hub.hubctl("user", "add", "mysql-user")
+    r = hub.hubctl("user", "add", "mysql-user", check=False)
+    assert r.returncode == 1 and "exists" in r.stderr
+    hub.hubctl("user", "add", "MySQL-User")  # byte-exact names on MariaDB too
+    r = hub.hubctl("key", "create", "mysql-user")
+    kid = re.search(r"^key_id: (key_[a-z2-7]{12})$", r.stdout, re.M).group(1)
+    (secret,) = re.findall(r"^sk-[A-Za-z0-9_-]+$", r.stdout, re.M)
+    line = [l for l in hub.hubctl("key", "list", "mysql-user").stdout.splitlines()
+            if l.startswith(kid)][0]
+    assert "active" in line and "sk-%s..." % secret[3:11] in line and secret[3:12] not in line
+    out = _sql_out("SELECT HEX(hash), prefix FROM %s.api_keys WHERE id = '%s'" % (DB, kid))
+    assert out.split() == [hashlib.sha256(secret.encode()).hexdigest().upper(), secret[3:11]]
+
+    def check():
+        return run([BIN["hubctl"], "--config", hub.conf, "key", "check"], check=False,
+                   input=secret + "\n")
+    assert check().returncode == 0
+    hub.hubctl("key", "revoke", kid)
+    r = check()
+    assert r.returncode == 1 and "status: revoked" in r.stdout
+    assert "already revoked" in hub.hubctl("key", "revoke", kid).stdout
+    r = hub.hubctl("key", "revoke", "key_zzzzzzzzzzzz", check=False)
+    assert r.returncode == 1
 
 
 try:

@@ -182,4 +182,147 @@ def test_bus_router_echo():
     a.stop()
 
 
+# ---- users and API keys -----------------------------------------------------------------
+
+def _key_create(h, user):
+    """hubctl key create USER: returns (key_id, secret, CompletedProcess), checking that the
+    secret is printed exactly once, on its own line, and nowhere else."""
+    r = h.hubctl("key", "create", user)
+    kid = re.search(r"^key_id: (key_[a-z2-7]{12})$", r.stdout, re.M).group(1)
+    keys = re.findall(r"^sk-[A-Za-z0-9_-]+$", r.stdout, re.M)
+    assert len(keys) == 1, r.stdout
+    secret = keys[0]
+    assert len(secret) == 46, secret  # "sk-" + base64url of 32 bytes
+    assert r.stdout.count(secret[3:]) == 1, r.stdout
+    assert secret[3:] not in r.stderr and "cannot be shown again" in r.stderr
+    assert re.search(r"^user: %s$" % re.escape(user), r.stdout, re.M)
+    return kid, secret, r
+
+
+def _key_check(h, secret):
+    """hubctl key check with the key on standard input."""
+    return run([BIN["hubctl"], "--config", h.conf, "key", "check"], check=False,
+               input=secret + "\n")
+
+
+def _list_line(out, kid):
+    lines = [l for l in out.splitlines() if l.startswith(kid)]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_hubctl_users():
+    r = hub.hubctl("user", "add", "carol")
+    uid = int(re.search(r"^user_id: (\d+)$", r.stdout, re.M).group(1))
+    assert re.search(r"^name: carol$", r.stdout, re.M)
+    r = hub.hubctl("user", "add", "carol", check=False)
+    assert r.returncode == 1 and "exists" in r.stderr
+    # names compare byte for byte: another case is another user
+    r = hub.hubctl("user", "add", "Carol")
+    assert int(re.search(r"^user_id: (\d+)$", r.stdout, re.M).group(1)) > uid
+    hub.hubctl("user", "add", "名前 ünïcødé")
+    for bad in ("", " lead", "trail ", "tab\there", "x" * 129):
+        r = hub.hubctl("user", "add", bad, check=False)
+        assert r.returncode == 2 and "user name" in r.stderr, (bad, r.stderr)
+    for args in (("user",), ("user", "add"), ("user", "add", "a", "b"), ("user", "list", "x"),
+                 ("user", "frob")):
+        assert hub.hubctl(*args, check=False).returncode == 2, args
+    out = hub.hubctl("user", "list").stdout
+    assert out.splitlines()[0].split() == ["ID", "STATUS", "CREATED", "NAME"]
+    line = [l for l in out.splitlines() if l.endswith("  carol")][0]
+    assert line.split()[0] == str(uid) and "active" in line
+    assert any(l.endswith("  名前 ünïcødé") for l in out.splitlines())
+    hub.hubctl("user", "disable", "Carol")
+    assert "disabled" in [l for l in hub.hubctl("user", "list").stdout.splitlines()
+                          if l.endswith("  Carol")][0]
+    r = hub.hubctl("user", "disable", "nobody", check=False)
+    assert r.returncode == 1 and "no user" in r.stderr
+    assert "user add NAME" in run([BIN["hubctl"], "--help"]).stdout
+
+
+def test_hubctl_key_shown_once_stored_as_hash():
+    import hashlib
+    import sqlite3
+    hub.hubctl("user", "add", "dave")
+    kid, secret, _ = _key_create(hub, "dave")
+    kid2, secret2, _ = _key_create(hub, "dave")
+    assert kid != kid2 and secret != secret2
+    for out in (hub.hubctl("key", "list").stdout, hub.hubctl("key", "list", "dave").stdout):
+        line = _list_line(out, kid)
+        assert "active" in line and line.endswith("  dave")
+        assert ("sk-%s..." % secret[3:11]) in line
+        for s in (secret, secret2):
+            assert s[3:12] not in out  # only 8 characters after sk-, never more
+        _list_line(out, kid2)
+    r = hub.hubctl("key", "list", "nobody", check=False)
+    assert r.returncode == 1 and "no user" in r.stderr
+    r = hub.hubctl("key", "create", "nobody", check=False)
+    assert r.returncode == 1 and "no user" in r.stderr
+    for args in (("key",), ("key", "create"), ("key", "create", "a", "b"), ("key", "revoke"),
+                 ("key", "list", "a", "b"), ("key", "check", "x"), ("key", "frob")):
+        assert hub.hubctl(*args, check=False).returncode == 2, args
+    # the database holds SHA-256 of the whole key, never the key
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(hub.dir, "hub.db"), uri=True)
+    row = db.execute("SELECT k.hash, k.prefix, k.status, u.name FROM api_keys k "
+                     "JOIN users u ON u.id = k.user_id WHERE k.id = ?", (kid,)).fetchone()
+    db.close()
+    assert row == (hashlib.sha256(secret.encode()).digest(), secret[3:11], "active", "dave")
+    for name in os.listdir(hub.dir):
+        if not os.path.isfile(os.path.join(hub.dir, name)):
+            continue  # ipc sockets
+        with open(os.path.join(hub.dir, name), "rb") as f:
+            data = f.read()
+        for s in (secret, secret2):
+            assert s[3:].encode() not in data, name
+    r = _key_check(hub, secret)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^key_id: %s$" % kid, r.stdout, re.M)
+    assert "status: active" in r.stdout and "user: dave" in r.stdout
+    assert secret[3:] not in r.stdout + r.stderr
+
+
+def test_hubctl_key_revoke():
+    hub.hubctl("user", "add", "erin")
+    kid, secret, _ = _key_create(hub, "erin")
+    kid2, secret2, _ = _key_create(hub, "erin")
+    r = hub.hubctl("key", "revoke", kid)
+    assert "%s revoked" % kid in r.stdout
+    r = _key_check(hub, secret)
+    assert r.returncode == 1
+    assert re.search(r"^status: revoked$", r.stdout, re.M), r.stdout
+    assert _key_check(hub, secret2).returncode == 0  # the user's other key is untouched
+    line = _list_line(hub.hubctl("key", "list", "erin").stdout, kid)
+    assert line.split()[1] == "revoked" and line.split()[3] != "-"
+    assert _list_line(hub.hubctl("key", "list", "erin").stdout, kid2).split()[1] == "active"
+    # a second revoke changes nothing and still succeeds
+    r = hub.hubctl("key", "revoke", kid)
+    assert "already revoked" in r.stdout
+    r = hub.hubctl("key", "revoke", "key_zzzzzzzzzzzz", check=False)
+    assert r.returncode == 1 and "no key" in r.stderr
+    # the secret instead of the id: refused without echoing it
+    r = hub.hubctl("key", "revoke", secret2, check=False)
+    assert r.returncode == 2 and "key id" in r.stderr
+    assert secret2[3:] not in r.stdout + r.stderr
+    assert _key_check(hub, secret2).returncode == 0
+    # a disabled user's keys are refused, and accepted again once enabled
+    hub.hubctl("user", "disable", "erin")
+    r = _key_check(hub, secret2)
+    assert r.returncode == 1 and "user_status: disabled" in r.stdout
+    hub.hubctl("user", "enable", "erin")
+    assert _key_check(hub, secret2).returncode == 0
+
+
+def test_hubctl_key_check_refusals():
+    for text in ("", "not a key", "sk-", "sk-abc def", "Bearer sk-abc", "sk-" + "A" * 200):
+        r = _key_check(hub, text)
+        assert r.returncode == 1 and "no API key" in r.stderr, (text, r.stderr)
+    r = _key_check(hub, "sk-" + "A" * 43)
+    assert r.returncode == 1 and "status: unknown" in r.stdout
+    # nothing of any key reached the hub's log
+    hub.hubctl("user", "add", "frank")
+    _, secret, _ = _key_create(hub, "frank")
+    with open(hub.log, "rb") as f:
+        assert secret[3:].encode() not in f.read()
+
+
 run_tests(globals())

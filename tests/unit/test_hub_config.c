@@ -152,8 +152,8 @@ static void test_hub_unknown_key_in_tunnel(void **state)
 static void test_hub_unknown_section_ignored(void **state)
 {
     (void)state;
-    /* Other hub processes' sections share the file. */
-    const char *path = write_conf("shared.conf", "[gateway]\n"
+    /* Sections of processes this build does not know (a later version's) share the file. */
+    const char *path = write_conf("shared.conf", "[future_service]\n"
                                                  "listen = 0.0.0.0:8080\n"
                                                  "anything_at_all = yes\n"
                                                  "[tunnel]\n"
@@ -164,7 +164,7 @@ static void test_hub_unknown_section_ignored(void **state)
     if (rc != 0)
         fail_msg("load: %s", err);
     assert_string_equal(c.tunnel_name, "shared");
-    assert_string_equal(c.tunnel_listen, "127.0.0.1:8443"); /* [gateway] listen is not ours */
+    assert_string_equal(c.tunnel_listen, "127.0.0.1:8443"); /* [future_service] listen: not ours */
     hub_config_free(&c);
 }
 

@@ -1,0 +1,93 @@
+/* usage: reads the vendor's own token figures from the response bytes relayed to the user.
+ *
+ * The same sniffer runs in the gateway (on what the user got) and in the agent (on what it
+ * sent), so both sides read the same figures from the same bytes. It never changes the bytes
+ * and never stops the relay: whatever goes wrong (bad JSON, an event or body over the limit,
+ * no usage at all) is counted in usage_t and the figures stay "not found".
+ *
+ * Formats (OpenAI and Azure OpenAI share them):
+ * - chat.completions, completions: a stream is SSE "data: {chunk}" events ending with
+ *   "data: [DONE]". With stream_options.include_usage every chunk carries "usage": null and
+ *   one last chunk, before [DONE], has "choices": [] and the usage (prompt_tokens,
+ *   completion_tokens, prompt_tokens_details.cached_tokens). A body has the same usage.
+ *   Azure's prompt_filter_results chunk also has "choices": [] but no usage: it is content.
+ * - embeddings: a body with usage.prompt_tokens.
+ * - responses: a stream of typed events; response.completed (or response.incomplete or
+ *   response.failed) carries response.usage (input_tokens, output_tokens,
+ *   input_tokens_details.cached_tokens); a body has the same usage at its top level.
+ *
+ * Streams are parsed with lib/sse, one JSON document per event (max_bytes bounds one event).
+ * Bodies are gathered (up to max_bytes; over it nothing is read) and parsed at usage_finish().
+ */
+#ifndef USAGE_H
+#define USAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Response formats the sniffer reads. */
+typedef enum {
+    USAGE_OPENAI_CHAT,        /* /v1/chat/completions (and Azure's deployments/.../chat) */
+    USAGE_OPENAI_COMPLETIONS, /* /v1/completions */
+    USAGE_OPENAI_EMBEDDINGS,  /* /v1/embeddings */
+    USAGE_OPENAI_RESPONSES,   /* /v1/responses */
+} usage_format_t;
+
+/* What the sniffer has read so far. */
+typedef struct {
+    int64_t input_tokens;        /* prompt/input tokens, cached ones included (vendor's count) */
+    int64_t output_tokens;       /* completion/output tokens, reasoning included */
+    int64_t cached_input_tokens; /* the part of input_tokens served from the prompt cache */
+    int64_t output_chars;        /* Unicode code points of generated content seen (text,
+                                    refusals, reasoning, tool-call arguments), for the
+                                    early-end estimate */
+    bool found;                  /* the vendor's final usage figures were seen */
+    bool done;                   /* the response ended properly: [DONE] or a terminal
+                                    responses event in a stream; a whole JSON body */
+    uint32_t events;             /* stream events read */
+    uint32_t malformed;          /* events or bodies whose JSON (or usage) could not be read */
+    uint32_t oversize;           /* events or bodies over max_bytes, not read */
+    uint32_t vendor_errors;      /* error objects from the vendor (in-stream or as the body) */
+} usage_t;
+
+/* One stream event, as classified for the relay. */
+typedef struct {
+    uint64_t start;  /* stream offset of its first raw byte */
+    uint64_t end;    /* stream offset just past its blank line */
+    bool usage_only; /* a chunk with usage and no choices: the one include_usage adds */
+} usage_event_t;
+
+/* Called for every complete stream event, in order. A gateway whose user did not ask for
+ * usage drops the bytes [start, end) of the usage_only events from what it forwards. */
+typedef void (*usage_event_fn)(void *arg, const usage_event_t *ev);
+
+typedef struct usage_sniffer usage_sniffer_t;
+
+/* New sniffer for one response: its format, whether it is an SSE stream, and the most bytes
+ * of one event (streamed) or of the whole body (not streamed) it will read. NULL on failure
+ * (also for an unknown format or max_bytes 0). */
+usage_sniffer_t *usage_new(usage_format_t fmt, bool streaming, size_t max_bytes);
+
+/* Frees the sniffer (NULL and *s == NULL are fine) and sets *s to NULL. */
+void usage_destroy(usage_sniffer_t **s);
+
+/* Sets the callback for stream events (NULL to remove it). */
+void usage_set_event_cb(usage_sniffer_t *s, usage_event_fn fn, void *arg);
+
+/* Reads len more response bytes. Returns 0, or an informational negative errno that never
+ * requires stopping the relay: -EMSGSIZE (an event or the body went over max_bytes and is not
+ * read), -ENOMEM; -EINVAL after usage_finish() or for bad arguments. */
+int usage_feed(usage_sniffer_t *s, const uint8_t *buf, size_t len);
+
+/* The response is over (complete or cut short): reads a gathered body, settles a stream. */
+void usage_finish(usage_sniffer_t *s);
+
+/* The figures read so far (final after usage_finish()); valid while the sniffer lives. */
+const usage_t *usage_get(const usage_sniffer_t *s);
+
+/* Stream offset from which bytes belong to an event not complete yet: every byte before it
+ * has been classified (usage_event_fn called). For a body, the bytes fed so far. */
+uint64_t usage_hold_from(const usage_sniffer_t *s);
+
+#endif

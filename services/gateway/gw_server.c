@@ -1,0 +1,1183 @@
+/* gw_server: hub-gateway's HTTP side, routing and stream relay. */
+#include "gw_server.h"
+#include "bus_env.h"
+#include "bus_http.h"
+#include "bus_log.h"
+#include "bus_metrics.h"
+#include "bus_plat.h"
+#include "bus_tap.h"
+#include "gw_auth.h"
+#include "gw_routes.h"
+#include "jsonscan.h"
+#include "tun_map.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define S_MAX_TRIES 11         /* 1 + the largest gateway.retries */
+#define S_CHUNK_HDR 16         /* room before data for "%zx\r\n" */
+#define S_PRESENCE_MAX_AGE_US (10ull * 1000000) /* no refresh for this long: agent dropped */
+
+/* A piece of body or response bytes, owned once and written from its own memory. */
+typedef struct s_seg {
+    struct s_seg *next; /* queue link */
+    size_t len;         /* bytes in data */
+    uint8_t data[];     /* LWS_PRE + S_CHUNK_HDR headroom, then the bytes */
+} s_seg_t;
+
+#define S_SEG_DATA(s) ((s)->data + LWS_PRE + S_CHUNK_HDR)
+
+typedef struct gw_req gw_req_t;
+
+typedef struct {
+    gw_req_t *r; /* the request in progress on this connection, or NULL */
+} s_pss_t;
+
+struct gw_req {
+    gw_server_t *srv;            /* owner */
+    struct lws *wsi;             /* the user's connection (NULL once it closed) */
+    s_pss_t *pss;                /* its session slot */
+    uint8_t req_id[16];          /* the stream, returned as x-request-id */
+    char req_hex[33];            /* map key and log field */
+    char path[128];              /* request path */
+    char query[512];             /* query string (without '?') */
+    bool proxy;                  /* a /v1 endpoint relayed to an agent */
+    /* auth */
+    bool authed;                 /* key accepted */
+    bool auth_pending;           /* lookup in flight */
+    uint64_t auth_ticket;        /* its ticket */
+    gw_principal_t who;          /* the user */
+    /* body */
+    int64_t content_length;      /* declared body size */
+    int64_t body_in;             /* bytes received */
+    jscan_t *scan;               /* validator/extractor */
+    s_seg_t *body, *body_tail;   /* kept body pieces (for a retry, or until routed) */
+    size_t body_kept;            /* their bytes */
+    bool body_released;          /* a piece was sent and dropped: no retry possible */
+    s_seg_t *held;               /* the latest piece, held until the next or the end */
+    bool body_complete;          /* the whole body arrived and is valid */
+    /* routing */
+    char agent_id[65];           /* current attempt's agent */
+    char tried[S_MAX_TRIES][65]; /* agents tried */
+    int attempts;                /* streams opened so far */
+    bool stream_open;            /* an attempt is in progress at the agent */
+    char last_error[160];        /* why the last attempt failed */
+    bus_timer_t timer;           /* first-byte timeout */
+    /* response */
+    bool answered;               /* a response (or error) is decided */
+    int status;                  /* response status */
+    char *hdrs;                  /* response header lines from resp.head, or the error's */
+    size_t hdrs_len;
+    bool headers_out;            /* status line and headers written */
+    bool chunked;                /* body written with chunked framing */
+    s_seg_t *out, *out_tail;     /* response bytes not yet written */
+    size_t out_bytes;            /* their total */
+    size_t credit_owed;          /* written since the last credit grant */
+    bool ended;                  /* resp.end (or the error body) is queued */
+    bool close_after;            /* close the connection after the response */
+    uint64_t started_us;         /* monotonic */
+    gw_req_t *prev, *next;       /* all requests */
+};
+
+typedef struct {
+    bus_metric_t *requests, *active, *errors_4xx, *errors_5xx, *retries, *cancels;
+    bus_metric_t *bytes_out, *msgs_in, *msgs_out, *agents, *auth_hits, *auth_misses;
+} s_metrics_t;
+
+struct gw_server {
+    const hub_config_t *cfg;  /* borrowed */
+    bus_loop_t *loop;         /* borrowed */
+    struct lws_vhost *vh;     /* the users' listener */
+    gw_auth_t *auth;          /* key checks */
+    gw_routes_t *routes;      /* agents by model */
+    tun_map_t *streams;       /* req hex → gw_req_t with a stream open */
+    gw_req_t *reqs;           /* every request in progress */
+    void *dealer;             /* to the tunnel's ROUTER */
+    void *sub;                /* the tunnel's presence */
+    bus_zwatch_t *dealer_watch, *sub_watch;
+    bus_tap_t *tap;           /* envelope mirror */
+    bus_metrics_t *metrics;   /* registry */
+    s_metrics_t m;            /* handles */
+    bus_timer_t tick;         /* presence expiry, metrics */
+    bus_buf_t enc;            /* scratch encoder */
+    bool stopping;            /* shutting down */
+    uint64_t stop_deadline_us;
+};
+
+static void s_start_attempt(gw_req_t *r);
+static void s_fail(gw_req_t *r, int status, const char *type, const char *code,
+                   const char *message);
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static s_seg_t *s_seg_new(const void *data, size_t len)
+{
+    s_seg_t *s = malloc(sizeof *s + LWS_PRE + S_CHUNK_HDR + len + 2);
+    if (!s)
+        return NULL;
+    s->next = NULL;
+    s->len = len;
+    if (len)
+        memcpy(S_SEG_DATA(s), data, len);
+    return s;
+}
+
+static void s_seg_free_all(s_seg_t **head, s_seg_t **tail)
+{
+    while (*head) {
+        s_seg_t *s = *head;
+        *head = s->next;
+        free(s);
+    }
+    if (tail)
+        *tail = NULL;
+}
+
+/* Sends an envelope to the tunnel. 0 or a negative errno. */
+static int s_send(gw_server_t *srv, const bus_env_t *env)
+{
+    bus_buf_reset(&srv->enc);
+    int rc = bus_env_encode(env, &srv->enc);
+    if (rc != 0) {
+        log_err("encode_failed", "cannot encode %s", bus_type_name(env->type));
+        return rc;
+    }
+    if (zmq_send(srv->dealer, srv->enc.data, srv->enc.len, ZMQ_DONTWAIT) < 0) {
+        rc = -errno;
+        log_warn("bus_send_failed", "to the tunnel: %s", zmq_strerror(errno));
+        return rc;
+    }
+    bus_metric_inc(srv->m.msgs_out);
+    bus_tap_mirror(srv->tap, "out", "tunnel", srv->enc.data, srv->enc.len);
+    bus_zwatch_poke(srv->dealer_watch);
+    return 0;
+}
+
+static void s_env_init(bus_env_t *e, bus_type_t t, const uint8_t req_id[16])
+{
+    memset(e, 0, sizeof *e);
+    e->type = t;
+    e->version = BUS_PROTO_VERSION;
+    e->has_req_id = true;
+    memcpy(e->req_id, req_id, 16);
+}
+
+/* Tells the agent of the current attempt to stop, and forgets the stream. */
+static void s_cancel_stream(gw_req_t *r, const char *reason)
+{
+    if (!r->stream_open)
+        return;
+    bus_env_t e;
+    s_env_init(&e, BUS_T_REQ_CANCEL, r->req_id);
+    e.u.req_cancel.reason = (bus_str_t){reason, strlen(reason)};
+    s_send(r->srv, &e);
+    r->stream_open = false;
+    tun_map_del(r->srv->streams, r->req_hex);
+    gw_routes_add_load(r->srv->routes, r->agent_id, -1);
+    bus_timer_cancel(r->srv->loop, &r->timer);
+}
+
+static void s_req_free(gw_req_t *r)
+{
+    gw_server_t *srv = r->srv;
+    if (r->auth_pending)
+        gw_auth_cancel(srv->auth, r->auth_ticket);
+    s_cancel_stream(r, "request over");
+    bus_timer_cancel(srv->loop, &r->timer);
+    jscan_destroy(&r->scan);
+    s_seg_free_all(&r->body, &r->body_tail);
+    s_seg_free_all(&r->out, &r->out_tail);
+    free(r->held);
+    free(r->hdrs);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        srv->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    if (r->pss)
+        r->pss->r = NULL;
+    bus_metric_add(srv->m.active, -1);
+    free(r);
+}
+
+/* ---- responses to the user -------------------------------------------------------------- */
+
+/* Queues response bytes (a body piece) and asks for a writable callback. */
+static int s_out(gw_req_t *r, const void *data, size_t len)
+{
+    s_seg_t *s = s_seg_new(data, len);
+    if (!s)
+        return -ENOMEM;
+    if (r->out_tail)
+        r->out_tail->next = s;
+    else
+        r->out = s;
+    r->out_tail = s;
+    r->out_bytes += len;
+    if (r->wsi)
+        lws_callback_on_writable(r->wsi);
+    return 0;
+}
+
+/* Answers with an error in OpenAI's shape, unless a response has begun. */
+static void s_fail(gw_req_t *r, int status, const char *type, const char *code,
+                   const char *message)
+{
+    gw_server_t *srv = r->srv;
+    if (r->answered)
+        return;
+    s_cancel_stream(r, "request failed");
+    r->answered = true;
+    r->status = status;
+    if (r->proxy && !r->body_complete)
+        r->close_after = true; /* the rest of the body is unread: no next request here */
+    json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", type,
+                          "param", "code", code);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (body) {
+        size_t n = strlen(body);
+        s_out(r, body, n);
+        s_out(r, "\n", 1);
+        free(body);
+    }
+    free(r->hdrs);
+    r->hdrs = strdup("content-type: application/json\r\n");
+    r->hdrs_len = r->hdrs ? strlen(r->hdrs) : 0;
+    r->chunked = false;
+    r->ended = true;
+    bus_metric_inc(status >= 500 ? srv->m.errors_5xx : srv->m.errors_4xx);
+    log_req(status >= 500 ? LOG_LVL_WARN : LOG_LVL_INFO, "request_failed", r->req_hex,
+            r->agent_id[0] ? r->agent_id : NULL, "%d %s: %s", status, code, message);
+    if (r->wsi)
+        lws_callback_on_writable(r->wsi);
+}
+
+/* Writes the status line and headers. */
+static int s_write_headers(gw_req_t *r, struct lws *wsi)
+{
+    uint8_t buf[LWS_PRE + 8192];
+    uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    if (lws_add_http_header_status(wsi, (unsigned int)r->status, &p, end))
+        return -1;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-request-id:",
+                                    (const unsigned char *)r->req_hex, 32, &p, end))
+        return -1;
+    if (r->hdrs_len) {
+        if ((size_t)(end - p) <= r->hdrs_len)
+            return -1;
+        memcpy(p, r->hdrs, r->hdrs_len);
+        p += r->hdrs_len;
+    }
+    if (!r->chunked) {
+        /* The whole body is queued already (an error, or a complete short answer). */
+        if (lws_add_http_header_content_length(wsi, (lws_filepos_t)r->out_bytes, &p, end))
+            return -1;
+    } else if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+                                            (const unsigned char *)"chunked", 7, &p, end)) {
+        return -1;
+    }
+    if (r->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                       (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    r->headers_out = true;
+    return 0;
+}
+
+/* Grants the agent credit for what the user's socket has taken. */
+static void s_grant_credit(gw_req_t *r, bool force)
+{
+    size_t window = (size_t)r->srv->cfg->gateway_credit_window;
+    if (!r->stream_open || !r->credit_owed || (!force && r->credit_owed < window / 4))
+        return;
+    bus_env_t e;
+    s_env_init(&e, BUS_T_CREDIT, r->req_id);
+    e.u.credit.bytes = r->credit_owed;
+    if (s_send(r->srv, &e) == 0)
+        r->credit_owed = 0;
+}
+
+/* One step of writing the response; returns the lws callback's return value. */
+static int s_writeable(gw_req_t *r, struct lws *wsi)
+{
+    if (!r->answered)
+        return 0;
+    if (!r->headers_out) {
+        if (!r->ended && !r->chunked && !r->out)
+            return 0;
+        if (s_write_headers(r, wsi) != 0)
+            return -1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    s_seg_t *s = r->out;
+    if (s) {
+        uint8_t *data = S_SEG_DATA(s);
+        size_t len = s->len;
+        uint8_t *from = data;
+        if (r->chunked) {
+            if (len == 0) {
+                r->out = s->next;
+                if (!r->out)
+                    r->out_tail = NULL;
+                free(s);
+                lws_callback_on_writable(wsi);
+                return 0;
+            }
+            char hdr[S_CHUNK_HDR + 1];
+            int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+            from = data - hl;
+            memcpy(from, hdr, (size_t)hl);
+            memcpy(data + len, "\r\n", 2);
+            len += (size_t)hl + 2;
+        }
+        bool last = !s->next && r->ended && !r->chunked;
+        int n = lws_write(wsi, from, len, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        if (n < (int)len)
+            return -1;
+        bus_metric_add(r->srv->m.bytes_out, (int64_t)s->len);
+        r->credit_owed += s->len;
+        r->out_bytes -= s->len;
+        r->out = s->next;
+        if (!r->out)
+            r->out_tail = NULL;
+        free(s);
+        s_grant_credit(r, r->out == NULL);
+        if (last)
+            goto done;
+        if (r->out || r->ended)
+            lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (!r->ended)
+        return 0;
+    if (r->chunked) {
+        static const char tail[] = "0\r\n\r\n";
+        uint8_t buf[LWS_PRE + sizeof tail];
+        memcpy(buf + LWS_PRE, tail, sizeof tail - 1);
+        if (lws_write(wsi, buf + LWS_PRE, sizeof tail - 1, LWS_WRITE_HTTP_FINAL) <
+            (int)sizeof tail - 1)
+            return -1;
+    } else {
+        uint8_t buf[LWS_PRE + 1];
+        if (lws_write(wsi, buf + LWS_PRE, 0, LWS_WRITE_HTTP_FINAL) < 0)
+            return -1;
+    }
+done:
+    log_req(LOG_LVL_INFO, "request_done", r->req_hex, r->agent_id[0] ? r->agent_id : NULL,
+            "%s %d in %.3f ms (attempts %d)", r->path, r->status,
+            (double)(plat_mono_us() - r->started_us) / 1000.0, r->attempts);
+    bool close_after = r->close_after;
+    s_req_free(r);
+    if (close_after || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+/* ---- the stream to the agent ----------------------------------------------------------- */
+
+static void s_first_byte_timeout(bus_timer_t *t)
+{
+    gw_req_t *r = t->arg;
+    s_fail(r, 504, "server_error", "timeout", "the provider did not answer in time");
+}
+
+/* Sends a body piece to the agent of the current attempt. */
+static int s_send_body(gw_req_t *r, const uint8_t *data, size_t len)
+{
+    bus_env_t e;
+    s_env_init(&e, BUS_T_REQ_BODY, r->req_id);
+    e.u.req_body.data = (bus_bin_t){data, len};
+    return s_send(r->srv, &e);
+}
+
+/* Whether a failed attempt may be retried on another agent. */
+static bool s_can_retry(const gw_req_t *r)
+{
+    return !r->headers_out && !r->body_released && !r->answered &&
+           r->attempts <= r->srv->cfg->gateway_retries && r->attempts < S_MAX_TRIES;
+}
+
+/* The current attempt failed before any byte reached the user. */
+static void s_attempt_failed(gw_req_t *r, int status, const char *why)
+{
+    snprintf(r->last_error, sizeof r->last_error, "%s", why);
+    if (r->stream_open) {
+        r->stream_open = false;
+        tun_map_del(r->srv->streams, r->req_hex);
+        gw_routes_add_load(r->srv->routes, r->agent_id, -1);
+        bus_timer_cancel(r->srv->loop, &r->timer);
+    }
+    if (s_can_retry(r)) {
+        bus_metric_inc(r->srv->m.retries);
+        log_req(LOG_LVL_WARN, "retry", r->req_hex, r->agent_id, "attempt %d failed (%s)",
+                r->attempts, why);
+        s_start_attempt(r);
+        return;
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg, "the provider failed: %s", why);
+    s_fail(r, status ? status : 502, "server_error", "upstream_error", msg);
+}
+
+/* Picks an agent and opens a stream for the complete (or routable) request. */
+static void s_start_attempt(gw_req_t *r)
+{
+    gw_server_t *srv = r->srv;
+    const jscan_result_t *res = jscan_result(r->scan);
+    const char *excl[S_MAX_TRIES];
+    for (int i = 0; i < r->attempts; i++)
+        excl[i] = r->tried[i];
+    gw_pick_t pick;
+    int rc = gw_routes_pick(srv->routes, res->model, res->model_len, excl, (size_t)r->attempts,
+                            &pick);
+    if (rc == -ENOTCONN) {
+        s_fail(r, 503, "server_error", "no_agents", "no provider is connected right now");
+        return;
+    }
+    if (rc == -ENOENT) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model `%.*s` does not exist or no provider serves it",
+                 (int)(res->model_len > 256 ? 256 : res->model_len), res->model);
+        s_fail(r, 404, "invalid_request_error", "model_not_found", msg);
+        return;
+    }
+    if (rc != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "every provider of this model failed: %s", r->last_error);
+        s_fail(r, 502, "server_error", "upstream_error", msg);
+        return;
+    }
+    memcpy(r->agent_id, pick.agent_id, sizeof r->agent_id);
+    memcpy(r->tried[r->attempts], pick.agent_id, sizeof r->tried[0]);
+    r->attempts++;
+    /* req.open: what the agent needs to call its vendor; never the user's credentials. */
+    bus_env_t e;
+    s_env_init(&e, BUS_T_REQ_OPEN, r->req_id);
+    bus_req_open_t *o = &e.u.req_open;
+    o->agent_id = (bus_str_t){r->agent_id, strlen(r->agent_id)};
+    o->attempt = (uint64_t)r->attempts;
+    o->format = bus_str_c("openai");
+    o->model = (bus_str_t){res->model, res->model_len};
+    o->method = bus_str_c("POST");
+    o->path = (bus_str_t){r->path, strlen(r->path)};
+    o->query = (bus_str_t){r->query, strlen(r->query)};
+    o->body_size = r->content_length;
+    /* The agent adds stream_options.include_usage when the user did not ask (DESIGN §4). */
+    bool add_usage = res->has_stream && res->stream && !res->stream_options_present;
+    bus_str_t kv[6] = {bus_str_c("content-type"), bus_str_c("application/json"),
+                       bus_str_c("x-relayhub-stream"), bus_str_c(res->stream ? "1" : "0"),
+                       bus_str_c("x-relayhub-add-include-usage"), bus_str_c(add_usage ? "1" : "0")};
+    bus_buf_t scratch;
+    bus_buf_init(&scratch, 4096);
+    bus_list_encode_kvs(&scratch, kv, 3, &o->headers);
+    rc = s_send(srv, &e);
+    bus_buf_free(&scratch);
+    if (rc != 0) {
+        s_fail(r, 503, "server_error", "tunnel_unavailable", "the tunnel is not reachable");
+        return;
+    }
+    r->stream_open = true;
+    tun_map_put(srv->streams, r->req_hex, r);
+    gw_routes_add_load(srv->routes, r->agent_id, +1);
+    bus_timer_start(srv->loop, &r->timer, s_first_byte_timeout, r,
+                    srv->cfg->gateway_first_byte_timeout_ms * 1000);
+    log_req(LOG_LVL_DEBUG, "stream_open", r->req_hex, r->agent_id, "attempt %d", r->attempts);
+    /* The body kept so far, then (if the body is still arriving) the rest as it comes. */
+    for (s_seg_t *s = r->body; s; s = s->next)
+        s_send_body(r, S_SEG_DATA(s), s->len);
+    if (r->body_complete && r->held) {
+        s_send_body(r, S_SEG_DATA(r->held), r->held->len);
+    }
+}
+
+/* Everything needed to route is known: auth done, and the body complete or far enough. */
+static void s_maybe_start(gw_req_t *r)
+{
+    if (r->answered || r->stream_open || r->attempts || !r->authed)
+        return;
+    const jscan_result_t *res = jscan_result(r->scan);
+    if (r->body_complete || (res->has_model && r->body_kept >= (size_t)r->srv->cfg->gateway_retry_body_bytes)) {
+        if (!res->has_model) {
+            s_fail(r, 400, "invalid_request_error", "missing_model",
+                   "you must provide a model parameter");
+            return;
+        }
+        s_start_attempt(r);
+    }
+}
+
+/* ---- bus input ----------------------------------------------------------------------- */
+
+/* Turns resp.head headers into response header lines for the user. */
+static void s_take_headers(gw_req_t *r, const bus_list_t *list)
+{
+    static const char *const drop[] = {"connection", "keep-alive", "transfer-encoding",
+                                       "content-length", "set-cookie", "x-request-id",
+                                       "proxy-authenticate", "upgrade", "trailer", "te",
+                                       "server", "date", NULL};
+    size_t cap = 1024, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return;
+    bus_list_t it = *list;
+    bus_str_t k, v;
+    while (bus_list_next_kv(&it, &k, &v) == 1) {
+        bool skip = k.len == 0 || k.len > 128 || v.len > 4096;
+        for (int i = 0; !skip && drop[i]; i++)
+            skip = strlen(drop[i]) == k.len && strncasecmp(drop[i], k.p, k.len) == 0;
+        for (size_t i = 0; !skip && i < v.len; i++)
+            skip = v.p[i] == '\r' || v.p[i] == '\n';
+        if (skip)
+            continue;
+        if (len + k.len + v.len + 5 > cap) {
+            cap = (len + k.len + v.len + 5) * 2;
+            char *n = realloc(out, cap);
+            if (!n)
+                break;
+            out = n;
+        }
+        memcpy(out + len, k.p, k.len);
+        len += k.len;
+        memcpy(out + len, ": ", 2);
+        len += 2;
+        memcpy(out + len, v.p, v.len);
+        len += v.len;
+        memcpy(out + len, "\r\n", 2);
+        len += 2;
+    }
+    free(r->hdrs);
+    r->hdrs = out;
+    r->hdrs_len = len;
+}
+
+static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
+{
+    switch (env->type) {
+    case BUS_T_ERROR:
+        /* From the tunnel: the agent is not there, or the stream is unknown. */
+        if (!r->headers_out && !r->answered) {
+            char why[160];
+            snprintf(why, sizeof why, "%.*s", (int)env->u.error.message.len,
+                     env->u.error.message.len ? env->u.error.message.p : "");
+            s_attempt_failed(r, 502, why);
+        }
+        return;
+    case BUS_T_RESP_HEAD: {
+        bus_timer_cancel(r->srv->loop, &r->timer);
+        int status = (int)env->u.resp_head.status;
+        if (status >= 500 && s_can_retry(r)) {
+            char why[64];
+            snprintf(why, sizeof why, "vendor answered %d", status);
+            s_cancel_stream(r, "retrying elsewhere");
+            s_attempt_failed(r, status, why);
+            return;
+        }
+        if (r->answered)
+            return;
+        r->answered = true;
+        r->status = status >= 100 && status <= 599 ? status : 502;
+        r->chunked = true;
+        s_take_headers(r, &env->u.resp_head.headers);
+        if (r->wsi)
+            lws_callback_on_writable(r->wsi);
+        return;
+    }
+    case BUS_T_RESP_CHUNK:
+        if (!r->answered || r->ended)
+            return;
+        s_out(r, env->u.resp_chunk.data.p, env->u.resp_chunk.data.len);
+        return;
+    case BUS_T_RESP_END: {
+        bool had_head = r->answered;
+        bus_str_t err = env->u.resp_end.error;
+        r->stream_open = false;
+        tun_map_del(r->srv->streams, r->req_hex);
+        gw_routes_add_load(r->srv->routes, r->agent_id, -1);
+        bus_timer_cancel(r->srv->loop, &r->timer);
+        if (!had_head) {
+            char why[160];
+            snprintf(why, sizeof why, "%.*s", (int)err.len, err.len ? err.p : "no response");
+            s_attempt_failed(r, 502, why);
+            return;
+        }
+        if (err.len) {
+            log_req(LOG_LVL_WARN, "stream_broken", r->req_hex, r->agent_id,
+                    "after the first byte: %.*s", (int)err.len, err.p);
+            /* Tell an SSE reader in its own format; others see the connection end short. */
+            char ev[320];
+            int n = snprintf(ev, sizeof ev,
+                             "data: {\"error\":{\"message\":\"stream interrupted: %.*s\","
+                             "\"type\":\"server_error\",\"param\":null,\"code\":"
+                             "\"stream_interrupted\"}}\n\n",
+                             (int)(err.len > 200 ? 200 : err.len), err.p);
+            bool sse = r->hdrs && strstr(r->hdrs, "text/event-stream");
+            if (sse && n > 0)
+                s_out(r, ev, (size_t)n);
+            else
+                r->close_after = true;
+        }
+        r->ended = true;
+        if (r->wsi)
+            lws_callback_on_writable(r->wsi);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/* One envelope from the tunnel. */
+static void s_on_dealer(void *arg, void *zsock)
+{
+    gw_server_t *srv = arg;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, zsock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return;
+    }
+    const uint8_t *buf = zmq_msg_data(&msg);
+    size_t len = zmq_msg_size(&msg);
+    bus_metric_inc(srv->m.msgs_in);
+    bus_tap_mirror(srv->tap, "in", "tunnel", buf, len);
+    bus_env_t env;
+    char err[160];
+    if (bus_env_decode(buf, len, &env, err, sizeof err) != 0 || !env.has_req_id) {
+        log_warn("bad_bus_message", "from the tunnel: %s", err);
+        zmq_msg_close(&msg);
+        return;
+    }
+    char hex[33];
+    bus_req_id_hex(env.req_id, hex);
+    gw_req_t *r = tun_map_get(srv->streams, hex);
+    if (r)
+        s_on_stream_env(r, &env);
+    else if (env.type == BUS_T_RESP_HEAD || env.type == BUS_T_RESP_CHUNK) {
+        /* A stream we gave up on: make the agent stop. */
+        bus_env_t c;
+        s_env_init(&c, BUS_T_REQ_CANCEL, env.req_id);
+        c.u.req_cancel.reason = bus_str_c("no such request at the gateway");
+        s_send(srv, &c);
+    }
+    zmq_msg_close(&msg);
+}
+
+/* One presence event. */
+static void s_on_presence(void *arg, void *zsock)
+{
+    gw_server_t *srv = arg;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, zsock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return;
+    }
+    bus_env_t env;
+    char err[160];
+    bus_tap_mirror(srv->tap, "in", "presence", zmq_msg_data(&msg), zmq_msg_size(&msg));
+    if (bus_env_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &env, err, sizeof err) == 0 &&
+        env.type == BUS_T_PRESENCE)
+        gw_routes_apply(srv->routes, &env.u.presence, plat_mono_us());
+    zmq_msg_close(&msg);
+    bus_metric_set(srv->m.agents, (int64_t)gw_routes_agents(srv->routes));
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------- */
+
+static void s_on_auth(void *arg, int status, const gw_principal_t *who)
+{
+    gw_req_t *r = arg;
+    r->auth_pending = false;
+    if (status == -EAGAIN) {
+        s_fail(r, 503, "server_error", "auth_unavailable",
+               "cannot check API keys right now; try again");
+        return;
+    }
+    if (status != 0) {
+        s_fail(r, 401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
+        return;
+    }
+    r->who = *who;
+    r->authed = true;
+    if (!r->proxy) {
+        lws_callback_on_writable(r->wsi);
+        return;
+    }
+    s_maybe_start(r);
+}
+
+/* Starts the key check; 0 when answered or queued. */
+static void s_authenticate(gw_req_t *r, struct lws *wsi)
+{
+    char auth[256];
+    if (bus_http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof auth) != 0 ||
+        strncmp(auth, "Bearer ", 7) != 0) {
+        s_fail(r, 401, "invalid_request_error", "invalid_api_key",
+               "You didn't provide an API key. Use Authorization: Bearer sk-...");
+        return;
+    }
+    int status = 0;
+    gw_principal_t who;
+    int rc = gw_auth_check(r->srv->auth, auth + 7, strlen(auth + 7), s_on_auth, r, &status, &who,
+                           &r->auth_ticket);
+    if (rc == 1)
+        s_on_auth(r, status, &who);
+    else if (rc == 0)
+        r->auth_pending = true;
+    else
+        s_fail(r, 500, "server_error", "internal_error", "cannot check the API key");
+}
+
+typedef struct {
+    json_t *arr;
+} s_models_t;
+
+static void s_add_model(void *arg, const char *model)
+{
+    s_models_t *m = arg;
+    json_array_append_new(m->arr, json_pack("{s:s, s:s, s:i, s:s}", "id", model, "object",
+                                            "model", "created", (json_int_t)0, "owned_by",
+                                            "relayhub"));
+}
+
+/* GET /v1/models: what connected agents serve now, in OpenAI's list shape. */
+static void s_models(gw_req_t *r)
+{
+    s_models_t m = {json_array()};
+    gw_routes_each_model(r->srv->routes, s_add_model, &m);
+    json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", m.arr);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    r->answered = true;
+    r->status = 200;
+    r->hdrs = strdup("content-type: application/json\r\n");
+    r->hdrs_len = r->hdrs ? strlen(r->hdrs) : 0;
+    if (body) {
+        s_out(r, body, strlen(body));
+        free(body);
+    }
+    r->ended = true;
+}
+
+static void s_simple(gw_req_t *r, int status, const char *json)
+{
+    r->answered = true;
+    r->status = status;
+    r->hdrs = strdup("content-type: application/json\r\n");
+    r->hdrs_len = r->hdrs ? strlen(r->hdrs) : 0;
+    s_out(r, json, strlen(json));
+    r->ended = true;
+}
+
+static const char *const s_proxy_paths[] = {"/v1/chat/completions", "/v1/completions",
+                                            "/v1/embeddings", "/v1/responses", NULL};
+
+/* A new request's headers are in (LWS_CALLBACK_HTTP). */
+static int s_on_request(gw_server_t *srv, s_pss_t *pss, struct lws *wsi, const char *uri)
+{
+    gw_req_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->srv = srv;
+    r->wsi = wsi;
+    r->pss = pss;
+    pss->r = r;
+    r->started_us = plat_mono_us();
+    plat_random(r->req_id, sizeof r->req_id);
+    bus_req_id_hex(r->req_id, r->req_hex);
+    r->next = srv->reqs;
+    if (srv->reqs)
+        srv->reqs->prev = r;
+    srv->reqs = r;
+    bus_metric_inc(srv->m.requests);
+    bus_metric_add(srv->m.active, 1);
+    snprintf(r->path, sizeof r->path, "%s", uri ? uri : "/");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > 0)
+        lws_hdr_copy(wsi, r->query, sizeof r->query, WSI_TOKEN_HTTP_URI_ARGS);
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+
+    if (strcmp(r->path, "/healthz") == 0) {
+        s_simple(r, 200, "{\"status\":\"ok\"}\n");
+        return 0;
+    }
+    if (strcmp(r->path, "/readyz") == 0) {
+        bool ready = gw_auth_ready(srv->auth) && !srv->stopping;
+        s_simple(r, ready ? 200 : 503,
+                 ready ? "{\"status\":\"ready\"}\n" : "{\"status\":\"not ready\"}\n");
+        return 0;
+    }
+    if (srv->stopping) {
+        r->close_after = true;
+        s_fail(r, 503, "server_error", "shutting_down", "the gateway is shutting down");
+        return 0;
+    }
+    if (strcmp(r->path, "/v1/models") == 0) {
+        if (!get) {
+            s_fail(r, 405, "invalid_request_error", "method_not_allowed", "use GET");
+            return 0;
+        }
+        s_authenticate(r, wsi);
+        return 0;
+    }
+    for (int i = 0; s_proxy_paths[i]; i++)
+        r->proxy = r->proxy || strcmp(r->path, s_proxy_paths[i]) == 0;
+    if (!r->proxy) {
+        s_fail(r, 404, "invalid_request_error", "unknown_url", "Unknown request URL");
+        return 0;
+    }
+    if (!post) {
+        s_fail(r, 405, "invalid_request_error", "method_not_allowed", "use POST");
+        return 0;
+    }
+    /* The body's framing. lws 4.1 does not decode chunked request bodies: refuse them. */
+    bool te = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    char cl[64] = "";
+    bool has_cl = bus_http_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl) == 0;
+    r->close_after = true; /* until the body is fully read, the connection cannot be reused */
+    if (te && has_cl) {
+        s_fail(r, 400, "invalid_request_error", "bad_framing",
+               "Content-Length together with Transfer-Encoding");
+        return 0;
+    }
+    if (te) {
+        s_fail(r, 411, "invalid_request_error", "length_required",
+               "send the body with Content-Length (chunked request bodies are not accepted)");
+        return 0;
+    }
+    if (!has_cl || !*cl || strspn(cl, "0123456789") != strlen(cl) || strlen(cl) > 15) {
+        s_fail(r, has_cl ? 400 : 411, "invalid_request_error",
+               has_cl ? "bad_content_length" : "length_required",
+               has_cl ? "malformed or repeated Content-Length" : "Content-Length is required");
+        return 0;
+    }
+    r->content_length = strtoll(cl, NULL, 10);
+    if (r->content_length > srv->cfg->gateway_max_body_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "request body of %lld bytes is over the limit of %lld bytes",
+                 (long long)r->content_length, (long long)srv->cfg->gateway_max_body_bytes);
+        s_fail(r, 413, "invalid_request_error", "request_too_large", msg);
+        return 0;
+    }
+    r->close_after = false;
+    jscan_opts_t jo;
+    memset(&jo, 0, sizeof jo);
+    jo.max_bytes = (uint64_t)srv->cfg->gateway_max_body_bytes;
+    r->scan = jscan_new(&jo);
+    if (!r->scan)
+        return -1;
+    s_authenticate(r, wsi);
+    if (r->content_length == 0) {
+        jscan_finish(r->scan);
+        s_fail(r, 400, "invalid_request_error", "invalid_json", "the request body is empty");
+    }
+    return 0;
+}
+
+/* A piece of the request body (LWS_CALLBACK_HTTP_BODY). */
+static void s_on_body(gw_req_t *r, const uint8_t *in, size_t len)
+{
+    if (r->answered || !r->scan)
+        return;
+    r->body_in += (int64_t)len;
+    if (jscan_feed(r->scan, in, len) != 0) {
+        r->close_after = true;
+        s_fail(r, 400, "invalid_request_error", "invalid_json", jscan_error(r->scan)->msg);
+        return;
+    }
+    const jscan_error_t *je = jscan_error(r->scan);
+    if (je->code) {
+        r->close_after = true;
+        s_fail(r, 400, "invalid_request_error", "invalid_request", je->msg);
+        return;
+    }
+    s_seg_t *s = s_seg_new(in, len);
+    if (!s) {
+        s_fail(r, 500, "server_error", "internal_error", "out of memory");
+        return;
+    }
+    /* Hold back the newest piece: if the end of the body proves it invalid, the agent must
+     * never have received a complete body. */
+    s_seg_t *prev = r->held;
+    r->held = s;
+    if (!prev)
+        return;
+    if (r->stream_open && (r->body_released || r->body_kept + prev->len >
+                                                   (size_t)r->srv->cfg->gateway_retry_body_bytes)) {
+        /* Large body: stream it through, keep nothing (no retry after this). */
+        s_send_body(r, S_SEG_DATA(prev), prev->len);
+        free(prev);
+        if (!r->body_released) {
+            /* The pieces kept so far went out when the stream opened. */
+            s_seg_free_all(&r->body, &r->body_tail);
+            r->body_kept = 0;
+            r->body_released = true;
+        }
+        return;
+    }
+    if (r->body_kept > (size_t)r->srv->cfg->gateway_retry_body_bytes &&
+        !jscan_result(r->scan)->has_model) {
+        r->close_after = true;
+        char msg[160];
+        snprintf(msg, sizeof msg, "the model parameter must appear within the first %lld bytes",
+                 (long long)r->srv->cfg->gateway_retry_body_bytes);
+        s_fail(r, 400, "invalid_request_error", "model_too_late", msg);
+        free(prev);
+        return;
+    }
+    if (r->body_tail)
+        r->body_tail->next = prev;
+    else
+        r->body = prev;
+    r->body_tail = prev;
+    r->body_kept += prev->len;
+    if (r->stream_open)
+        s_send_body(r, S_SEG_DATA(prev), prev->len);
+    else
+        s_maybe_start(r);
+}
+
+/* The whole body arrived (LWS_CALLBACK_HTTP_BODY_COMPLETION). */
+static void s_on_body_done(gw_req_t *r)
+{
+    if (r->answered || !r->scan)
+        return;
+    if (jscan_finish(r->scan) != 0) {
+        s_fail(r, 400, "invalid_request_error", "invalid_request", jscan_error(r->scan)->msg);
+        return;
+    }
+    const jscan_result_t *res = jscan_result(r->scan);
+    if (!res->has_model) {
+        s_fail(r, 400, "invalid_request_error", "missing_model",
+               "you must provide a model parameter");
+        return;
+    }
+    r->body_complete = true;
+    if (r->stream_open) {
+        if (r->held)
+            s_send_body(r, S_SEG_DATA(r->held), r->held->len);
+        if (r->body_released) {
+            free(r->held);
+        } else if (r->held) {
+            if (r->body_tail)
+                r->body_tail->next = r->held;
+            else
+                r->body = r->held;
+            r->body_tail = r->held;
+            r->body_kept += r->held->len;
+        }
+        r->held = NULL;
+        return;
+    }
+    if (r->held) {
+        if (r->body_tail)
+            r->body_tail->next = r->held;
+        else
+            r->body = r->held;
+        r->body_tail = r->held;
+        r->body_kept += r->held->len;
+        r->held = NULL;
+    }
+    s_maybe_start(r);
+}
+
+static int s_http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    s_pss_t *pss = user;
+    gw_server_t *srv = lws_vhost_user(lws_get_vhost(wsi));
+    gw_req_t *r = pss ? pss->r : NULL;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (r)
+            s_req_free(r);
+        return s_on_request(srv, pss, wsi, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        if (r)
+            s_on_body(r, in, len);
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (r)
+            s_on_body_done(r);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!r)
+            return 0;
+        if (!r->answered && r->authed && !r->proxy) {
+            s_models(r);
+        }
+        return s_writeable(r, wsi);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (r) {
+            if (r->stream_open) {
+                bus_metric_inc(srv->m.cancels);
+                log_req(LOG_LVL_INFO, "user_gone", r->req_hex, r->agent_id,
+                        "the user went away: cancelling");
+            }
+            r->wsi = NULL;
+            s_req_free(r);
+        }
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static void s_tick(bus_timer_t *t)
+{
+    gw_server_t *srv = t->arg;
+    gw_routes_expire(srv->routes, plat_mono_us(), S_PRESENCE_MAX_AGE_US);
+    bus_metric_set(srv->m.agents, (int64_t)gw_routes_agents(srv->routes));
+    bus_metric_set(srv->m.auth_hits, (int64_t)gw_auth_hits(srv->auth));
+    bus_metric_set(srv->m.auth_misses, (int64_t)gw_auth_misses(srv->auth));
+    if (srv->stopping && (!srv->reqs || plat_mono_us() > srv->stop_deadline_us)) {
+        bus_loop_stop(srv->loop);
+        return;
+    }
+    bus_timer_start(srv->loop, &srv->tick, s_tick, srv, srv->stopping ? 50000 : 1000000);
+}
+
+static const struct lws_protocols s_protocols[] = {
+    {"gateway-http", s_http_cb, sizeof(s_pss_t), 0, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static void s_register_metrics(gw_server_t *srv)
+{
+    bus_metrics_t *m = srv->metrics;
+    s_metrics_t *x = &srv->m;
+    x->requests = bus_metrics_add(m, BUS_COUNTER, "relayhub_gateway_requests_total", NULL,
+                                  "HTTP requests received");
+    x->active = bus_metrics_add(m, BUS_GAUGE, "relayhub_gateway_requests_active", NULL,
+                                "requests in progress");
+    x->errors_4xx = bus_metrics_add(m, BUS_COUNTER, "relayhub_errors_total", "class=\"4xx\"",
+                                    "requests answered with an error");
+    x->errors_5xx = bus_metrics_add(m, BUS_COUNTER, "relayhub_errors_total", "class=\"5xx\"",
+                                    "requests answered with an error");
+    x->retries = bus_metrics_add(m, BUS_COUNTER, "relayhub_gateway_retries_total", NULL,
+                                 "attempts retried on another agent");
+    x->cancels = bus_metrics_add(m, BUS_COUNTER, "relayhub_gateway_cancels_total", NULL,
+                                 "streams cancelled because the user went away");
+    x->bytes_out = bus_metrics_add(m, BUS_COUNTER, "relayhub_gateway_bytes_out_total", NULL,
+                                   "response body bytes written to users");
+    x->msgs_in = bus_metrics_add(m, BUS_COUNTER, "relayhub_messages_in_total", NULL,
+                                 "envelopes received");
+    x->msgs_out = bus_metrics_add(m, BUS_COUNTER, "relayhub_messages_out_total", NULL,
+                                  "envelopes sent");
+    x->agents = bus_metrics_add(m, BUS_GAUGE, "relayhub_gateway_agents", NULL,
+                                "agents in the routing table");
+    x->auth_hits = bus_metrics_add(m, BUS_COUNTER, "relayhub_gateway_key_cache_hits_total",
+                                   NULL, "API key checks answered from the cache");
+    x->auth_misses = bus_metrics_add(m, BUS_COUNTER, "relayhub_gateway_key_cache_misses_total",
+                                     NULL, "API key checks that went to the database");
+}
+
+gw_server_t *gw_server_new(bus_loop_t *loop, const hub_config_t *cfg)
+{
+    gw_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return NULL;
+    srv->cfg = cfg;
+    srv->loop = loop;
+    bus_buf_init(&srv->enc, BUS_ENV_MAX_BYTES);
+    store_params_t sp;
+    char err[256];
+    if (hub_config_store_params(cfg, &sp, err, sizeof err) != 0) {
+        log_err("config", "%s", err);
+        goto fail;
+    }
+    srv->metrics = bus_metrics_new("hub-gateway");
+    srv->routes = gw_routes_new();
+    srv->streams = tun_map_new();
+    srv->auth = gw_auth_new(loop, &sp, cfg->gateway_key_poll_ms, 100000);
+    if (!srv->metrics || !srv->routes || !srv->streams || !srv->auth)
+        goto fail;
+    s_register_metrics(srv);
+    void *z = bus_loop_zctx(loop);
+    srv->dealer = zmq_socket(z, ZMQ_DEALER);
+    srv->sub = zmq_socket(z, ZMQ_SUB);
+    if (!srv->dealer || !srv->sub)
+        goto fail;
+    char ident[128];
+    uint32_t rnd;
+    plat_random(&rnd, sizeof rnd);
+    snprintf(ident, sizeof ident, "%s:%d:%08x", cfg->gateway_name, (int)getpid(), rnd);
+    int zero = 0, hwm = 100000;
+    zmq_setsockopt(srv->dealer, ZMQ_ROUTING_ID, ident, strlen(ident));
+    zmq_setsockopt(srv->dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(srv->dealer, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(srv->dealer, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(srv->sub, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(srv->sub, ZMQ_SUBSCRIBE, "", 0);
+    /* connect, not bind: a tunnel that is not up yet is waited for. */
+    if (zmq_connect(srv->dealer, cfg->tunnel_router) != 0 ||
+        zmq_connect(srv->sub, cfg->tunnel_presence) != 0) {
+        log_err("bus_connect_failed", "cannot connect to the tunnel: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    srv->dealer_watch = bus_zwatch_new(loop, srv->dealer, s_on_dealer, srv);
+    srv->sub_watch = bus_zwatch_new(loop, srv->sub, s_on_presence, srv);
+    if (!srv->dealer_watch || !srv->sub_watch)
+        goto fail;
+    int terr = 0;
+    srv->tap = bus_tap_new(loop, cfg->gateway_tap, "hub-gateway", &terr);
+    if (terr)
+        goto fail;
+    const char *cert = cfg->gateway_cert[0] ? cfg->gateway_cert : NULL;
+    const char *key = cfg->gateway_key[0] ? cfg->gateway_key : NULL;
+    srv->vh = bus_loop_listen(loop, "gateway", cfg->gateway_listen, s_protocols, cert, key, srv);
+    if (!srv->vh)
+        goto fail;
+    if (bus_metrics_serve(srv->metrics, loop, cfg->gateway_metrics_listen) != 0)
+        goto fail;
+    bus_timer_start(loop, &srv->tick, s_tick, srv, 1000000);
+    log_info("started", "hub-gateway %s on %s://%s (bus identity %s)", cfg->gateway_name,
+             cert ? "https" : "http", cfg->gateway_listen, ident);
+    return srv;
+fail:
+    gw_server_destroy(&srv);
+    return NULL;
+}
+
+void gw_server_destroy(gw_server_t **p)
+{
+    if (!p || !*p)
+        return;
+    gw_server_t *srv = *p;
+    while (srv->reqs)
+        s_req_free(srv->reqs);
+    bus_timer_cancel(srv->loop, &srv->tick);
+    bus_tap_destroy(&srv->tap);
+    bus_zwatch_destroy(&srv->dealer_watch);
+    bus_zwatch_destroy(&srv->sub_watch);
+    if (srv->dealer)
+        zmq_close(srv->dealer);
+    if (srv->sub)
+        zmq_close(srv->sub);
+    gw_auth_destroy(&srv->auth);
+    tun_map_destroy(&srv->streams);
+    gw_routes_destroy(&srv->routes);
+    bus_metrics_destroy(&srv->metrics);
+    bus_buf_free(&srv->enc);
+    free(srv);
+    *p = NULL;
+}
+
+void gw_server_shutdown(void *arg, int signo)
+{
+    gw_server_t *srv = arg;
+    (void)signo;
+    srv->stopping = true;
+    srv->stop_deadline_us = plat_mono_us() + 10000000;
+    log_info("shutdown", "refusing new requests; %s in flight", srv->reqs ? "some" : "none");
+    bus_timer_start(srv->loop, &srv->tick, s_tick, srv, 0);
+}
