@@ -87,9 +87,9 @@ class ScriptedAgent(threading.Thread):
         elif model.endswith("-big"):
             await send(envelope("resp.head", {"status": 200, "headers": [
                 ["content-type", "text/event-stream"]]}, req_id=rid))
-            # 4 MiB in 16 KiB chunks; stop when the credit window is spent
+            # 16 MiB in 16 KiB chunks; wait whenever the credit window is spent
             sent, window = 0, 256 * 1024
-            while sent < 4 * 1024 * 1024:
+            while sent < 16 * 1024 * 1024:
                 if sent + 16384 > window + self.credit.get(rid, 0):
                     if rid in self.cancels:
                         return
@@ -97,6 +97,7 @@ class ScriptedAgent(threading.Thread):
                     continue
                 await send(envelope("resp.chunk", {"data": b"x" * 16384}, req_id=rid))
                 sent += 16384
+                self.big_sent = sent
             await send(envelope("resp.end", {}, req_id=rid))
         elif model.endswith("-sse"):
             await send(envelope("resp.head", {"status": 200, "headers": [
@@ -274,13 +275,17 @@ def test_user_disconnect_cancels_the_stream():
 
 def test_slow_reader_is_paced_by_credit():
     s = socket.create_connection(("127.0.0.1", hub.gateway_port), timeout=30)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     body = json.dumps({"model": "m-big", "stream": True}).encode()
+    a1.big_sent = 0
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
               KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    time.sleep(2)  # not reading: the agent must stop near the window
-    rid = [o for o in a1.opens if o["model"] == "m-big"]
-    assert rid
+    time.sleep(2)  # not reading: the agent must stop once the window and the buffers are full
+    assert [o for o in a1.opens if o["model"] == "m-big"]
+    paused_at = a1.big_sent
+    time.sleep(0.5)
+    assert a1.big_sent == paused_at, "the agent kept sending to a reader that stopped"
+    assert 0 < paused_at < 12 * 1024 * 1024, paused_at
     got, tail = 0, b""
     s.settimeout(10)
     while True:
@@ -292,7 +297,7 @@ def test_slow_reader_is_paced_by_credit():
         if tail.endswith(b"\r\n0\r\n\r\n"):
             break
     s.close()
-    assert got > 4 * 1024 * 1024, got
+    assert got > 16 * 1024 * 1024, got  # everything arrived once the reader resumed
 
 
 run_tests(globals())
