@@ -591,11 +591,25 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
             lws_callback_on_writable(r->wsi);
         return;
     }
-    case BUS_T_RESP_CHUNK:
+    case BUS_T_RESP_CHUNK: {
         if (!r->answered || r->ended)
             return;
-        s_out(r, env->u.resp_chunk.data.p, env->u.resp_chunk.data.len);
+        size_t len = env->u.resp_chunk.data.len;
+        size_t limit = 2 * (size_t)r->srv->cfg->gateway_credit_window + 65536;
+        if (r->out_bytes + len > limit) {
+            /* The agent ignores flow control: stop it rather than buffer without bound. */
+            log_req(LOG_LVL_WARN, "credit_overrun", r->req_hex, r->agent_id,
+                    "%zu bytes queued for the user: ending the stream", r->out_bytes + len);
+            s_cancel_stream(r, "credit window overrun");
+            r->close_after = true;
+            r->ended = true;
+            if (r->wsi)
+                lws_callback_on_writable(r->wsi);
+            return;
+        }
+        s_out(r, env->u.resp_chunk.data.p, len);
         return;
+    }
     case BUS_T_RESP_END: {
         bool had_head = r->answered;
         bus_str_t err = env->u.resp_end.error;

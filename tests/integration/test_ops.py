@@ -131,8 +131,15 @@ def test_bus_tap_prints_envelopes():
     out_path = os.path.join(tmpdir(), "tap.out")
     p = spawn([BIN["bus-tap"], tap_ep], out_path)
     time.sleep(0.5)  # let the subscription reach the XPUB socket
-    wait_until(lambda: hub.echo(a.id, "tap me")[0] == 200 and
-               "tap me" in open(out_path).read(), what="tap output")
+    # both directions: the echo going out to the agent and its reply coming in (echo again
+    # until the subscription has reached the tap)
+    def both():
+        text = open(out_path).read()
+        if '"dir":"in"' in text and '"dir":"out"' in text and "tap me" in text:
+            return True
+        hub.echo(a.id, "tap me")
+        return False
+    wait_until(both, interval=0.2, what="tap output in both directions")
     lines = [json.loads(l) for l in open(out_path) if l.strip()]
     echoes = [l for l in lines if l["envelope"]["type"] == "admin.echo"]
     dirs = {l["dir"] for l in echoes}
