@@ -264,8 +264,8 @@ static int s_run(sse_parser_t *p, const uint8_t *b, size_t n, uint64_t base)
                 i++;
                 /* Blank line: whether a "\n" follows decides where it ends; wait for it. */
                 p->after_cr = true;
-                if ((rc = s_dispatch(p, base + i)) < 0)
-                    return rc;
+                p->cr_blank = true;
+                p->cr_end = base + i;
             } else if (c == '\n') {
                 i++;
                 if ((rc = s_dispatch(p, base + i)) < 0)

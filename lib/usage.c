@@ -75,8 +75,8 @@ static void s_read_usage(usage_sniffer_t *s, const json_t *usage)
     int64_t in = 0, out = 0, cached = 0;
     int a = s_tokens(usage, resp ? "input_tokens" : "prompt_tokens", &in);
     int b = s_tokens(usage, resp ? "output_tokens" : "completion_tokens", &out);
-    const json_t *det = json_object_get(usage, resp ? "input_tokens_details"
-                                                    : "prompt_tokens_details");
+    const json_t *det =
+        json_object_get(usage, resp ? "input_tokens_details" : "prompt_tokens_details");
     int c = s_tokens(det, "cached_tokens", &cached);
     /* Embeddings have no output count; everything else must have both. */
     bool out_ok = s->fmt == USAGE_OPENAI_EMBEDDINGS ? b >= 0 : b == 1;
@@ -93,9 +93,8 @@ static void s_read_usage(usage_sniffer_t *s, const json_t *usage)
 /* Counts the generated text of chat or completions choices (streamed deltas or messages). */
 static void s_choices_chars(usage_sniffer_t *s, const json_t *choices)
 {
-    size_t i;
-    const json_t *ch;
-    json_array_foreach (choices, i, ch) {
+    for (size_t i = 0; i < json_array_size(choices); i++) {
+        const json_t *ch = json_array_get(choices, i);
         s->u.output_chars += s_str_chars(ch, "text"); /* completions */
         const json_t *m = json_object_get(ch, "delta");
         if (!m)
@@ -105,10 +104,11 @@ static void s_choices_chars(usage_sniffer_t *s, const json_t *choices)
         s->u.output_chars += s_str_chars(m, "content") + s_str_chars(m, "refusal") +
                              s_str_chars(m, "reasoning_content");
         s->u.output_chars += s_str_chars(json_object_get(m, "function_call"), "arguments");
-        size_t j;
-        const json_t *tc;
-        json_array_foreach (json_object_get(m, "tool_calls"), j, tc)
-            s->u.output_chars += s_str_chars(json_object_get(tc, "function"), "arguments");
+        const json_t *calls = json_object_get(m, "tool_calls");
+        for (size_t j = 0; j < json_array_size(calls); j++) {
+            const json_t *fn = json_object_get(json_array_get(calls, j), "function");
+            s->u.output_chars += s_str_chars(fn, "arguments");
+        }
     }
 }
 
@@ -131,14 +131,17 @@ static bool s_chat_object(usage_sniffer_t *s, const json_t *root)
 /* Counts the generated text of a responses body's output items. */
 static void s_output_chars(usage_sniffer_t *s, const json_t *output)
 {
-    size_t i, j;
-    const json_t *item, *part;
-    json_array_foreach (output, i, item) {
+    for (size_t i = 0; i < json_array_size(output); i++) {
+        const json_t *item = json_array_get(output, i);
+        const json_t *content = json_object_get(item, "content");
+        const json_t *summary = json_object_get(item, "summary");
         s->u.output_chars += s_str_chars(item, "arguments");
-        json_array_foreach (json_object_get(item, "content"), j, part)
+        for (size_t j = 0; j < json_array_size(content); j++) {
+            const json_t *part = json_array_get(content, j);
             s->u.output_chars += s_str_chars(part, "text") + s_str_chars(part, "refusal");
-        json_array_foreach (json_object_get(item, "summary"), j, part)
-            s->u.output_chars += s_str_chars(part, "text");
+        }
+        for (size_t j = 0; j < json_array_size(summary); j++)
+            s->u.output_chars += s_str_chars(json_array_get(summary, j), "text");
     }
 }
 
