@@ -300,4 +300,11 @@ def test_slow_reader_is_paced_by_credit():
     assert got > 16 * 1024 * 1024, got  # everything arrived once the reader resumed
 
 
+def test_sigterm_stops_cleanly():
+    import signal
+    hub.gateway.send_signal(signal.SIGTERM)
+    assert hub.gateway.wait(timeout=15) == 0
+    assert has_event(hub.gateway_log, "shutdown")
+
+
 run_tests(globals())
