@@ -55,6 +55,7 @@ struct ag_client {
     bus_metrics_t *metrics;     /* registry */
     bus_metric_t *m_attempts, *m_connected, *m_in, *m_out, *m_errors, *m_hs_fail, *m_pin_fail;
     bus_metric_t *m_echo;
+    ag_client_hooks_t hooks;    /* stream envelopes go to ag_super */
 };
 
 static void s_schedule_reconnect(ag_client_t *c);
@@ -231,6 +232,8 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
         log_agent(LOG_LVL_INFO, "connected", c->agent_id,
                   "tunnel up to %s:%d (heartbeat %llu ms)", c->host, c->port,
                   (unsigned long long)env.u.welcome.heartbeat_ms);
+        if (c->hooks.on_up)
+            c->hooks.on_up(c->hooks.arg, c->agent_id);
         return;
     case S_READY:
         break;
@@ -269,25 +272,33 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
         s_send(c, &r);
         return;
     }
+    case BUS_T_REQ_OPEN:
+    case BUS_T_REQ_BODY:
+    case BUS_T_REQ_CANCEL:
+    case BUS_T_CREDIT:
+        if (c->hooks.on_stream) {
+            c->hooks.on_stream(c->hooks.arg, &env, buf, len);
+            return;
+        }
+        break;
     case BUS_T_ERROR:
         log_agent(LOG_LVL_WARN, "hub_error", c->agent_id, "hub reports %lld: %.*s",
                   (long long)env.u.error.code, (int)env.u.error.message.len,
                   env.u.error.message.len ? env.u.error.message.p : "");
         return;
-    default: {
-        bus_env_t r;
-        memset(&r, 0, sizeof r);
-        r.type = BUS_T_ERROR;
-        r.version = BUS_PROTO_VERSION;
-        r.has_req_id = env.has_req_id;
-        memcpy(r.req_id, env.req_id, 16);
-        r.u.error.code = 501;
-        const char *m = "message type not handled by this agent";
-        r.u.error.message = (bus_str_t){m, strlen(m)};
-        s_send(c, &r);
-        return;
+    default:
+        break;
     }
-    }
+    bus_env_t r;
+    memset(&r, 0, sizeof r);
+    r.type = BUS_T_ERROR;
+    r.version = BUS_PROTO_VERSION;
+    r.has_req_id = env.has_req_id;
+    memcpy(r.req_id, env.req_id, 16);
+    r.u.error.code = 501;
+    const char *m = "message type not handled by this agent";
+    r.u.error.message = (bus_str_t){m, strlen(m)};
+    s_send(c, &r);
 }
 
 /* Connection ended (error or close): log why and schedule the next attempt. */
@@ -301,6 +312,8 @@ static void s_on_down(ag_client_t *c, const char *why)
         bus_metric_inc(c->m_hs_fail);
     s_set_state(c, S_DISCONNECTED, "down");
     backoff_disconnected(&c->backoff, plat_mono_us());
+    if (was_ready && c->hooks.on_down)
+        c->hooks.on_down(c->hooks.arg);
     if (c->stopping) {
         bus_loop_stop(c->loop);
         return;
@@ -470,6 +483,30 @@ void ag_client_destroy(ag_client_t **p)
     bus_buf_free(&c->enc);
     free(c);
     *p = NULL;
+}
+
+void ag_client_set_hooks(ag_client_t *c, const ag_client_hooks_t *hooks)
+{
+    c->hooks = *hooks;
+}
+
+int ag_client_send(ag_client_t *c, const bus_env_t *env)
+{
+    if (c->state != S_READY)
+        return -ENOTCONN;
+    return s_send(c, env);
+}
+
+int ag_client_send_raw(ag_client_t *c, const uint8_t *raw, size_t len)
+{
+    if (c->state != S_READY || !c->wsi)
+        return -ENOTCONN;
+    const uint8_t *queued = bus_wsconn_queue(&c->ws, raw, len);
+    if (!queued)
+        return -ENOMEM;
+    bus_tap_mirror(c->tap, "out", "hub", queued, len);
+    lws_callback_on_writable(c->wsi);
+    return 0;
 }
 
 void ag_client_shutdown(void *arg, int signo)

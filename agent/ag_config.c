@@ -5,6 +5,7 @@
 #include "tlscert.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +34,21 @@ const cfg_entry_t ag_config_table[] = {
     {"agent", "metrics_listen", CFG_LISTEN, A(metrics_listen), "",
      "Prometheus metrics HOST:PORT (\"\" = off)", 0, 0},
     {"agent", "tap", CFG_ENDPOINT, A(tap), "", "XPUB envelope mirror endpoint (\"\" = off)", 0, 0},
+    {"agent", "adapters", CFG_INT, A(adapters), "2",
+     "agent-adapter worker processes (started only when an instance is served)", 1, 64},
+    {"agent", "adapter_ipc", CFG_ENDPOINT, A(adapter_ipc), "ipc://adapters.ipc",
+     "endpoint between agent run and its adapters", 0, 0},
+    {"agent", "adapter_exe", CFG_STR, A(adapter_exe), "",
+     "agent-adapter executable (\"\" = the one beside agent)", 0, 0},
+    {"upstream", "connect_timeout", CFG_MS, A(connect_timeout_ms), "10s",
+     "vendor connection timeout (TCP and TLS)", 100, 600000},
+    {"upstream", "http2", CFG_BOOL, A(http2), "true",
+     "offer HTTP/2 to vendors (streams multiplexed on one connection)", 0, 0},
     {"log", "level", CFG_LEVEL, A(log_level), "info", "error, warn, info or debug", 0, 0},
     CFG_END,
 };
 
-/* Collects [instance.NAME] sections; vendors arrive with later work, so each is skipped. */
+/* Collects [instance.NAME] sections and every key in them; ag_vendor checks the keys. */
 static int s_instance_key(void *arg, const char *section, const char *key, const char *value,
                           int line, char *err, size_t errlen)
 {
@@ -56,13 +67,48 @@ static int s_instance_key(void *arg, const char *section, const char *key, const
             snprintf(err, errlen, "[%s]: more than %d instances", section, AG_MAX_INSTANCES);
             return -1;
         }
+        cfg->instance_kv[i] = calloc(1, sizeof *cfg->instance_kv[i]);
         cfg->instances[i] = strdup(section + 9);
+        if (!cfg->instances[i] || !cfg->instance_kv[i]) {
+            free(cfg->instances[i]);
+            free(cfg->instance_kv[i]);
+            cfg->instances[i] = NULL;
+            cfg->instance_kv[i] = NULL;
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
         cfg->n_instances++;
     }
     if (strcmp(key, "vendor") == 0) {
         free(cfg->instance_vendor[i]);
         cfg->instance_vendor[i] = strdup(value);
     }
+    ag_instance_kv_t *kv = cfg->instance_kv[i];
+    size_t k;
+    for (k = 0; k < kv->n && strcmp(kv->key[k], key) != 0; k++)
+        ;
+    if (k == kv->n) {
+        if (k == AG_MAX_INSTANCE_KEYS) {
+            snprintf(err, errlen, "[%s]: more than %d keys", section, AG_MAX_INSTANCE_KEYS);
+            return -1;
+        }
+        kv->key[k] = strdup(key);
+        if (!kv->key[k]) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        kv->n++;
+    }
+    char *v = strdup(value);
+    if (!v) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (kv->value[k]) {
+        sodium_memzero(kv->value[k], strlen(kv->value[k]));
+        free(kv->value[k]);
+    }
+    kv->value[k] = v;
     return 0;
 }
 
@@ -165,6 +211,17 @@ void ag_config_free(ag_config_t *cfg)
     for (size_t i = 0; i < cfg->n_instances; i++) {
         free(cfg->instances[i]);
         free(cfg->instance_vendor[i]);
+        cfg->instances[i] = NULL;
+        cfg->instance_vendor[i] = NULL;
+        ag_instance_kv_t *kv = cfg->instance_kv[i];
+        for (size_t k = 0; kv && k < kv->n; k++) {
+            free(kv->key[k]);
+            if (kv->value[k]) /* values may be API keys: wipe them */
+                sodium_memzero(kv->value[k], strlen(kv->value[k]));
+            free(kv->value[k]);
+        }
+        free(kv);
+        cfg->instance_kv[i] = NULL;
     }
     cfg->n_instances = 0;
     free(cfg->dir);

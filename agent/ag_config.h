@@ -2,12 +2,22 @@
 #ifndef AG_CONFIG_H
 #define AG_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "bus_config.h"
 
 #define AG_MAX_INSTANCES 64
+#define AG_MAX_INSTANCE_KEYS 24 /* key = value lines kept per [instance.NAME] section */
+
+/* The raw key = value pairs of one [instance.NAME] section (a later value replaces an earlier
+ * one); ag_vendor checks them. */
+typedef struct {
+    char *key[AG_MAX_INSTANCE_KEYS];   /* key names */
+    char *value[AG_MAX_INSTANCE_KEYS]; /* their values (may hold secrets: never log them) */
+    size_t n;                          /* pairs used */
+} ag_instance_kv_t;
 
 typedef struct {
     /* [hub] */
@@ -25,11 +35,18 @@ typedef struct {
     /* [agent] */
     char *metrics_listen;        /* Prometheus metrics ("" = off) */
     char *tap;                   /* XPUB envelope mirror ("" = off) */
+    int64_t adapters;            /* agent-adapter workers supervised by `agent run` */
+    char *adapter_ipc;           /* ROUTER endpoint the adapters connect to */
+    char *adapter_exe;           /* agent-adapter executable ("" = beside the agent's) */
+    /* [upstream] */
+    int64_t connect_timeout_ms;  /* vendor connection (TCP + TLS) timeout */
+    bool http2;                  /* offer HTTP/2 to vendors (multiplexed), else HTTP/1.1 */
     /* [log] */
     int log_level;               /* log_level_t */
-    /* [instance.NAME] sections seen (vendors are added by later work; none is served yet) */
+    /* [instance.NAME] sections seen, in order of first appearance (ag_vendor builds them) */
     char *instances[AG_MAX_INSTANCES]; /* section names */
     char *instance_vendor[AG_MAX_INSTANCES]; /* their vendor keys */
+    ag_instance_kv_t *instance_kv[AG_MAX_INSTANCES]; /* every key of each section */
     size_t n_instances;
     char *dir;                   /* the agent's directory (the config file's) */
 } ag_config_t;

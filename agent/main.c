@@ -1,13 +1,18 @@
 /* agent: the provider's process. `agent init`, `agent pubkey`, `agent run`. */
 #include <errno.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ag_client.h"
 #include "ag_config.h"
+#include "ag_fd.h"
+#include "ag_super.h"
+#include "ag_vendor.h"
 #include "bus_config.h"
 #include "bus_log.h"
 #include "bus_loop.h"
@@ -30,8 +35,15 @@ static void s_usage(FILE *out)
             "  agent --help | --version\n\n"
             "agent.conf keys:\n");
     cfg_print_help(ag_config_table, out);
-    fprintf(out, "  [instance.NAME] sections: one per vendor instance (vendor, models, key, "
-                 "max_concurrency)\n");
+    fprintf(out, "  [instance.NAME] sections: one per vendor instance:\n"
+                 "    vendor = openai | azure (others are skipped with a warning)\n"
+                 "    api_key = the vendor key\n"
+                 "    models = comma-separated names; PUBLIC=UPSTREAM renames (Azure: the "
+                 "deployment)\n"
+                 "    resource, api_version = Azure only (RESOURCE.openai.azure.com; default "
+                 "%s)\n"
+                 "    max_concurrency = requests in flight at once (default %d; beyond: 429)\n",
+            AG_DEFAULT_AZURE_API_VERSION, AG_DEFAULT_MAX_CONCURRENCY);
 }
 
 /* agent init: key pair and config in DIR; refuses to overwrite either. */
@@ -105,7 +117,8 @@ static int s_cmd_init(const cfg_cli_t *cli)
                      "# models = gpt-4o-mini\n"
                      "# max_concurrency = 8\n",
                      hub, pin);
-    if (n < 0 || (size_t)n >= sizeof conf || (rc = plat_write_file(conf_path, conf, (size_t)n, 1, 1)) != 0) {
+    if (n < 0 || (size_t)n >= sizeof conf ||
+        (rc = plat_write_file(conf_path, conf, (size_t)n, 1, 1)) != 0) {
         fprintf(stderr, "agent init: cannot write %s\n", conf_path);
         remove(key_path);
         goto out;
@@ -140,25 +153,30 @@ static char *s_config_path(const cfg_cli_t *cli)
     return path;
 }
 
-static int s_load(const cfg_cli_t *cli, ag_config_t *cfg, const char *cmd)
+/* Loads the config named by --config/--dir; *path_out (may be NULL) gets its path. */
+static int s_load(const cfg_cli_t *cli, ag_config_t *cfg, const char *cmd, char **path_out)
 {
     char err[512];
     char *path = s_config_path(cli);
     if (!path)
         return 1;
     int rc = ag_config_load(cfg, path, cli->sets, cli->n_sets, err, sizeof err);
-    free(path);
     if (rc != 0) {
+        free(path);
         fprintf(stderr, "agent %s: %s\n", cmd, err);
         return 2;
     }
+    if (path_out)
+        *path_out = path;
+    else
+        free(path);
     return 0;
 }
 
 static int s_cmd_pubkey(const cfg_cli_t *cli)
 {
     ag_config_t cfg;
-    int rc = s_load(cli, &cfg, "pubkey");
+    int rc = s_load(cli, &cfg, "pubkey", NULL);
     if (rc != 0)
         return rc;
     id_keypair_t kp;
@@ -177,17 +195,97 @@ static int s_cmd_pubkey(const cfg_cli_t *cli)
     return 0;
 }
 
+/* ag_instances_build's warnings (an instance of a vendor this build does not serve). */
+static void s_instance_warn(void *arg, const char *msg)
+{
+    (void)arg;
+    log_warn("instance_skipped", "%s", msg);
+}
+
+/* The agent-adapter executable: agent.adapter_exe, else the one beside this program. */
+static char *s_adapter_exe(const ag_config_t *cfg)
+{
+    if (cfg->adapter_exe && cfg->adapter_exe[0])
+        return strdup(cfg->adapter_exe);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return strdup("agent-adapter");
+    self[n] = '\0';
+    char *dir = plat_dirname(self);
+    char *exe = dir ? plat_path_join(dir, "agent-adapter") : NULL;
+    free(dir);
+    return exe;
+}
+
+/* Logs the models the instances serve (what presence will carry). */
+static void s_log_models(const ag_instances_t *set)
+{
+    char list[1024];
+    size_t used = 0, count = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < set->n; i++) {
+        for (size_t m = 0; m < set->v[i].n_models; m++, count++) {
+            int w = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
+                             set->v[i].models[m].pub);
+            if (w > 0 && (size_t)w < sizeof list - used)
+                used += (size_t)w;
+        }
+    }
+    if (set->n)
+        log_info("serving", "%zu instance(s), %zu model(s): %s", set->n, count, list);
+    else
+        log_info("serving", "no vendor instance configured: requests will be refused");
+}
+
+/* ag_hub_ops_t.send over the tunnel client. */
+static int s_hub_send(void *arg, const bus_env_t *env)
+{
+    return ag_client_send(arg, env);
+}
+
+/* ag_hub_ops_t.send_raw over the tunnel client. */
+static int s_hub_send_raw(void *arg, const uint8_t *raw, size_t len)
+{
+    return ag_client_send_raw(arg, raw, len);
+}
+
+/* ag_client_hooks_t.on_stream: to the supervisor. */
+static void s_on_stream(void *arg, const bus_env_t *env, const uint8_t *raw, size_t len)
+{
+    ag_super_from_hub(arg, env, raw, len);
+}
+
+/* ag_client_hooks_t.on_up: announce what this agent serves. */
+static void s_on_up(void *arg, const char *agent_id)
+{
+    ag_super_announce(arg, agent_id);
+}
+
+/* ag_client_hooks_t.on_down: to the supervisor. */
+static void s_on_down(void *arg)
+{
+    ag_super_hub_down(arg);
+}
+
+/* agent run: the tunnel client and the adapter supervisor in one loop, until a signal. */
 static int s_cmd_run(const cfg_cli_t *cli)
 {
     ag_config_t cfg;
-    int rc = s_load(cli, &cfg, "run");
+    char *conf_path = NULL;
+    int rc = s_load(cli, &cfg, "run", &conf_path);
     if (rc != 0)
         return rc;
     bus_log_level = (log_level_t)cfg.log_level;
-    for (size_t i = 0; i < cfg.n_instances; i++)
-        log_warn("instance_skipped",
-                 "[instance.%s]: vendor \"%s\" is not supported by this build yet; skipped",
-                 cfg.instances[i], cfg.instance_vendor[i] ? cfg.instance_vendor[i] : "(none)");
+    ag_instances_t set;
+    char err[512];
+    rc = ag_instances_build(&set, &cfg, s_instance_warn, NULL, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "agent run: %s\n", err);
+        free(conf_path);
+        ag_config_free(&cfg);
+        return 2;
+    }
     char *lock_path = plat_path_join(cfg.dir, "agent.lock");
     int lock = lock_path ? plat_lock_file(lock_path) : -ENOMEM;
     if (lock < 0) {
@@ -195,6 +293,8 @@ static int s_cmd_run(const cfg_cli_t *cli)
                 lock == -EWOULDBLOCK ? "another agent is already running in this directory"
                                      : strerror(-lock));
         free(lock_path);
+        free(conf_path);
+        ag_instances_free(&set);
         ag_config_free(&cfg);
         return 1;
     }
@@ -207,29 +307,50 @@ static int s_cmd_run(const cfg_cli_t *cli)
                                  : strerror(-rc));
         plat_unlock(lock);
         free(lock_path);
+        free(conf_path);
+        ag_instances_free(&set);
         ag_config_free(&cfg);
         return 1;
     }
+    s_log_models(&set);
     int ret = 1;
     ag_client_t *client = NULL;
-    bus_loop_t *loop = bus_loop_new(ag_client_protocols(), NULL);
+    ag_super_t *super = NULL;
+    char *exe = s_adapter_exe(&cfg);
+    /* protocols[0] must stay the tunnel's: lws delivers certificate checks there. */
+    struct lws_protocols protos[3];
+    memset(protos, 0, sizeof protos);
+    protos[0] = ag_client_protocols()[0];
+    protos[1] = ag_fd_protocol();
+    bus_loop_t *loop = exe ? bus_loop_new(protos, NULL) : NULL;
     if (loop) {
         client = ag_client_new(loop, &cfg, &kp);
         /* The pin check finds the client through the loop's user pointer. */
         if (client) {
             bus_loop_set_user(loop, client);
+            ag_super_args_t args = {exe, conf_path, cli->sets, cli->n_sets};
+            ag_hub_ops_t hub = {s_hub_send, s_hub_send_raw, client};
+            super = ag_super_new(loop, &cfg, &set, &args, &hub);
+        }
+        if (client && super) {
+            ag_client_hooks_t hooks = {s_on_stream, s_on_down, s_on_up, super};
+            ag_client_set_hooks(client, &hooks);
             if (bus_loop_handle_signals(loop, ag_client_shutdown, client) == 0) {
                 bus_loop_run(loop);
                 ret = 0;
             }
         }
+        ag_super_destroy(&super);
         bus_loop_close_lws(loop);
     }
     ag_client_destroy(&client);
     bus_loop_destroy(&loop);
+    free(exe);
     sodium_memzero(&kp, sizeof kp);
     plat_unlock(lock);
     free(lock_path);
+    free(conf_path);
+    ag_instances_free(&set);
     ag_config_free(&cfg);
     log_info("stopped", "agent stopped");
     return ret;

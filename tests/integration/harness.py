@@ -58,10 +58,24 @@ def tmpdir(prefix="relayhub-it-"):
     return d
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on. Random, below the kernel's ephemeral range, so that
+    tests running side by side (and their outgoing connections) do not pick the same one."""
+    import random
+    while True:
+        port = random.randint(20000, 32000)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
 
 
 def run(args, check=True, **kw):

@@ -1,0 +1,869 @@
+/* ag_adapter: the agent-adapter worker (vendor calls with libcurl multi in the bus_loop). */
+#include "ag_adapter.h"
+#include "ag_bodyrw.h"
+#include "ag_curl.h"
+#include "ag_map.h"
+#include "ag_proto.h"
+#include "bus_env.h"
+#include "bus_log.h"
+#include "bus_plat.h"
+#include "usage.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define S_HWM 100000               /* messages queued towards the supervisor, at most */
+#define S_MAX_RESP_HEADERS 128     /* headers kept for resp.head (the KVLIST maximum) */
+#define S_MAX_RESP_HEADER_BYTES (64 * 1024) /* their bytes */
+#define S_MAX_REQ_HEADERS 100      /* headers forwarded to the vendor */
+#define S_SNIFF_MAX (4u * 1024 * 1024) /* bytes of one event (or a whole body) the sniffer reads */
+
+typedef struct s_xfer s_xfer_t;
+
+struct ag_adapter {
+    bus_loop_t *loop;            /* borrowed */
+    const ag_config_t *cfg;      /* borrowed */
+    const ag_instances_t *set;   /* borrowed */
+    int slot;                    /* which worker */
+    void *sock;                  /* DEALER to the supervisor */
+    bus_zwatch_t *watch;         /* its watch */
+    ag_curl_t *curl;             /* the multi handle in the loop */
+    ag_map_t *xfers;             /* sid -> s_xfer_t */
+    s_xfer_t *head;              /* every transfer (for shutdown) */
+    struct curl_slist *connect_to; /* test-only CURLOPT_CONNECT_TO list */
+    char *capath;                /* the system CA directory kept beside upstream.ca_file */
+    bus_buf_t enc;               /* scratch encoder */
+    bool stopping;               /* shutting down */
+};
+
+struct s_xfer {
+    ag_adapter_t *a;             /* owner */
+    uint64_t sid;                /* the supervisor's stream number */
+    uint8_t req_id[BUS_REQ_ID_LEN]; /* the stream */
+    char hex[33];                /* req_id for logs */
+    const ag_instance_t *inst;   /* the instance serving it */
+    ag_op_t op;                  /* what it does */
+    CURL *easy;                  /* the transfer */
+    struct curl_slist *hdrs;     /* request headers (one holds the key: wiped on free) */
+    bool added;                  /* in the multi */
+    char errbuf[CURL_ERROR_SIZE]; /* curl's detail on failure */
+    /* request body */
+    int64_t body_size;           /* bytes announced by req.open */
+    int64_t body_in;             /* bytes received so far */
+    bool rw_active;              /* edits on (ag_bodyrw) */
+    ag_bodyrw_t rw;              /* the editor */
+    char rename[AG_MODEL_MAX + 1]; /* upstream model name written into the body */
+    bus_buf_t body;              /* bytes waiting for curl's read callback */
+    size_t body_off;             /* first of them not yet read */
+    int64_t upload_size;         /* Content-Length sent to the vendor; -1 until known */
+    int64_t upload_sent;         /* bytes read by curl */
+    bool send_paused;            /* upload paused for want of body bytes */
+    /* response */
+    uint64_t credit;             /* response bytes the gateway can take now */
+    bool recv_paused;            /* download paused for want of credit */
+    long status;                 /* status of the last header block */
+    bool head_sent;              /* resp.head went out */
+    bus_buf_t rh;                /* kept response headers: name\0value\0 ... */
+    size_t n_rh;                 /* their count */
+    bool failed;                 /* a local failure ended it (nothing more to send) */
+    bool sse;                    /* the response is an event stream */
+    usage_sniffer_t *usage;      /* reads the vendor's usage from the relayed bytes */
+    s_xfer_t *prev, *next;       /* the adapter's list */
+};
+
+/* ---- sending to the supervisor ---------------------------------------------------------- */
+
+/* Sends [sid][envelope] to the supervisor. 0 or a negative errno. */
+static int s_send_sid(ag_adapter_t *a, uint64_t sid, const bus_env_t *env)
+{
+    bus_buf_reset(&a->enc);
+    int rc = bus_env_encode(env, &a->enc);
+    if (rc != 0) {
+        log_err("encode_failed", "cannot encode %s: %s", bus_type_name(env->type),
+                strerror(-rc));
+        return rc;
+    }
+    uint8_t sb[AG_SID_LEN];
+    ag_sid_put(sb, sid);
+    if (zmq_send(a->sock, sb, sizeof sb, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(a->sock, a->enc.data, a->enc.len, ZMQ_DONTWAIT) < 0) {
+        rc = -errno;
+        log_warn("send_failed", "to the supervisor: %s", zmq_strerror(-rc));
+        return rc;
+    }
+    bus_zwatch_poke(a->watch);
+    return 0;
+}
+
+/* ag_send_fn for one transfer. */
+static int s_xfer_send(void *arg, const bus_env_t *env)
+{
+    s_xfer_t *x = arg;
+    return s_send_sid(x->a, x->sid, env);
+}
+
+/* ---- transfer lifetime -------------------------------------------------------------------- */
+
+/* Frees a transfer: out of the multi at once (the vendor sees the connection or stream close),
+ * headers wiped. */
+static void s_xfer_free(s_xfer_t *x)
+{
+    ag_adapter_t *a = x->a;
+    uint8_t key[AG_MAP_KEY];
+    ag_map_sid_key(x->sid, key);
+    if (ag_map_get(a->xfers, key) == x)
+        ag_map_del(a->xfers, key);
+    if (x->prev)
+        x->prev->next = x->next;
+    else if (a->head == x)
+        a->head = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    if (x->easy) {
+        if (x->added)
+            ag_curl_remove(a->curl, x->easy);
+        curl_easy_cleanup(x->easy);
+    }
+    for (struct curl_slist *l = x->hdrs; l; l = l->next)
+        sodium_memzero(l->data, strlen(l->data));
+    curl_slist_free_all(x->hdrs);
+    bus_buf_free(&x->body);
+    bus_buf_free(&x->rh);
+    usage_destroy(&x->usage);
+    free(x);
+}
+
+/* Ends a transfer that never reached the vendor (or must not go on) with a local error. */
+static void s_fail(s_xfer_t *x, int status, const char *code, const char *msg)
+{
+    log_req(LOG_LVL_INFO, "request_refused", x->hex, NULL, "%d %s: %s", status, code, msg);
+    if (!x->failed) {
+        if (x->head_sent)
+            ag_reply_end_error(s_xfer_send, x, x->req_id, msg);
+        else
+            ag_reply_error(s_xfer_send, x, x->req_id, status,
+                           status >= 500 ? "api_error" : "invalid_request_error", code, msg, msg);
+    }
+    s_xfer_free(x);
+}
+
+/* ---- response: headers, body, end --------------------------------------------------------- */
+
+/* Sends resp.head with the kept headers. 0 or a negative errno. */
+static int s_send_head(s_xfer_t *x)
+{
+    if (x->head_sent)
+        return 0;
+    x->head_sent = true;
+    if (x->status < 100 || x->status > 999)
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    bus_str_t kv[2 * S_MAX_RESP_HEADERS];
+    size_t n = 0;
+    const char *p = (const char *)x->rh.data;
+    const char *end = p + x->rh.len;
+    while (p && p < end && n < x->n_rh) {
+        size_t nl = strlen(p);
+        const char *v = p + nl + 1;
+        size_t vl = strlen(v);
+        kv[2 * n] = (bus_str_t){p, nl};
+        kv[2 * n + 1] = (bus_str_t){v, vl};
+        n++;
+        p = v + vl + 1;
+    }
+    bus_buf_t scratch;
+    bus_buf_init(&scratch, S_MAX_RESP_HEADER_BYTES * 2);
+    bus_env_t e;
+    memset(&e, 0, sizeof e);
+    e.type = BUS_T_RESP_HEAD;
+    e.version = BUS_PROTO_VERSION;
+    e.has_req_id = true;
+    memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+    e.u.resp_head.status = (uint64_t)(x->status > 0 ? x->status : 502);
+    int rc = bus_list_encode_kvs(&scratch, kv, n, &e.u.resp_head.headers);
+    if (rc == 0)
+        rc = s_xfer_send(x, &e);
+    bus_buf_free(&scratch);
+    bus_buf_free(&x->rh);
+    x->n_rh = 0;
+    static const int fmts[] = {[AG_OP_CHAT] = USAGE_OPENAI_CHAT + 1,
+                               [AG_OP_COMPLETIONS] = USAGE_OPENAI_COMPLETIONS + 1,
+                               [AG_OP_EMBEDDINGS] = USAGE_OPENAI_EMBEDDINGS + 1,
+                               [AG_OP_RESPONSES] = USAGE_OPENAI_RESPONSES + 1,
+                               [AG_OP_MODELS] = 0};
+    if (x->status >= 200 && x->status < 300 && fmts[x->op])
+        x->usage = usage_new((usage_format_t)(fmts[x->op] - 1), x->sse, S_SNIFF_MAX);
+    return rc;
+}
+
+/* CURLOPT_HEADERFUNCTION: status lines, kept headers, and the end of the final block. */
+static size_t s_on_header(char *buf, size_t size, size_t nitems, void *userp)
+{
+    s_xfer_t *x = userp;
+    size_t n = size * nitems;
+    size_t len = n;
+    while (len && (buf[len - 1] == '\r' || buf[len - 1] == '\n'))
+        len--;
+    if (x->head_sent)
+        return n; /* trailers: not relayed */
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* A new block (1xx blocks come before the final one): start over. */
+        const char *sp = memchr(buf, ' ', len);
+        x->status = 0;
+        if (sp && (size_t)(sp - buf) + 4 <= len) {
+            long st = 0;
+            for (int i = 1; i <= 3; i++) {
+                char ch = sp[i];
+                if (ch < '0' || ch > '9') {
+                    st = 0;
+                    break;
+                }
+                st = st * 10 + (ch - '0');
+            }
+            x->status = st;
+        }
+        bus_buf_reset(&x->rh);
+        x->n_rh = 0;
+        return n;
+    }
+    if (len == 0) {
+        if (x->status >= 200 && s_send_head(x) != 0) {
+            x->failed = true;
+            return 0; /* abort: the supervisor is not taking messages */
+        }
+        return n;
+    }
+    const char *colon = memchr(buf, ':', len);
+    if (!colon)
+        return n;
+    size_t nl = (size_t)(colon - buf);
+    const char *v = colon + 1;
+    size_t vl = len - nl - 1;
+    while (vl && (*v == ' ' || *v == '\t')) {
+        v++;
+        vl--;
+    }
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        vl--;
+    if (!ag_hdr_from_vendor(buf, nl) || x->n_rh >= S_MAX_RESP_HEADERS ||
+        nl > BUS_LIST_ELEM_MAX || vl > BUS_LIST_ELEM_MAX || memchr(v, '\0', vl))
+        return n;
+    /* Header names go lower-case (HTTP/2 style) so the gateway compares them plainly. */
+    char name[256];
+    if (nl >= sizeof name)
+        return n;
+    for (size_t i = 0; i < nl; i++)
+        name[i] = (char)((buf[i] >= 'A' && buf[i] <= 'Z') ? buf[i] + 32 : buf[i]);
+    name[nl] = '\0';
+    if (nl == 12 && memcmp(name, "content-type", 12) == 0 && vl >= 17 &&
+        strncasecmp(v, "text/event-stream", 17) == 0)
+        x->sse = true;
+    if (bus_buf_append(&x->rh, name, nl + 1) != 0)
+        return n; /* over the byte limit: the rest is dropped */
+    if (bus_buf_append(&x->rh, v, vl) != 0 || bus_buf_append(&x->rh, "", 1) != 0) {
+        x->rh.len -= nl + 1;
+        return n;
+    }
+    x->n_rh++;
+    return n;
+}
+
+/* CURLOPT_WRITEFUNCTION: one resp.chunk per call, within the credit window. */
+static size_t s_on_write(char *ptr, size_t size, size_t nmemb, void *userp)
+{
+    s_xfer_t *x = userp;
+    size_t n = size * nmemb;
+    if (x->failed)
+        return 0;
+    if (!x->head_sent && s_send_head(x) != 0) {
+        x->failed = true;
+        return 0;
+    }
+    if (n > x->credit) {
+        /* curl keeps these bytes and offers them again after curl_easy_pause(). */
+        x->recv_paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    bus_env_t e;
+    memset(&e, 0, sizeof e);
+    e.type = BUS_T_RESP_CHUNK;
+    e.version = BUS_PROTO_VERSION;
+    e.has_req_id = true;
+    memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+    e.u.resp_chunk.data = (bus_bin_t){(const uint8_t *)ptr, n};
+    if (s_xfer_send(x, &e) != 0) {
+        x->failed = true;
+        return 0;
+    }
+    x->credit -= n;
+    if (x->usage)
+        usage_feed(x->usage, (const uint8_t *)ptr, n); /* informational errors only */
+    return n;
+}
+
+/* CURLOPT_READFUNCTION: hands curl the queued body bytes; pauses when none are queued. */
+static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
+{
+    s_xfer_t *x = userp;
+    size_t room = size * nitems;
+    size_t avail = x->body.len - x->body_off;
+    if (avail) {
+        size_t n = avail < room ? avail : room;
+        memcpy(buf, x->body.data + x->body_off, n);
+        x->body_off += n;
+        x->upload_sent += (int64_t)n;
+        if (x->body_off == x->body.len) {
+            bus_buf_reset(&x->body);
+            x->body_off = 0;
+        }
+        return n;
+    }
+    if (x->upload_sent >= x->upload_size)
+        return 0;
+    x->send_paused = true;
+    return CURL_READFUNC_PAUSE;
+}
+
+/* Applies the pause state (both directions) after one of them changed. */
+static void s_repause(s_xfer_t *x)
+{
+    int mask = (x->recv_paused ? CURLPAUSE_RECV : 0) | (x->send_paused ? CURLPAUSE_SEND : 0);
+    curl_easy_pause(x->easy, mask);
+    ag_curl_kick(x->a->curl);
+}
+
+/* A transfer finished in curl. */
+static void s_on_done(void *arg, CURL *easy, CURLcode result)
+{
+    (void)arg;
+    s_xfer_t *x = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+    if (!x)
+        return;
+    if (x->failed) {
+        log_req(LOG_LVL_WARN, "stream_failed", x->hex, NULL, "could not relay to the supervisor");
+        s_xfer_free(x);
+        return;
+    }
+    if (result == CURLE_OK) {
+        if (!x->head_sent)
+            s_send_head(x);
+        bus_env_t e;
+        memset(&e, 0, sizeof e);
+        e.type = BUS_T_RESP_END;
+        e.version = BUS_PROTO_VERSION;
+        e.has_req_id = true;
+        memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+        if (x->usage) {
+            usage_finish(x->usage);
+            const usage_t *u = usage_get(x->usage);
+            if (u->found) {
+                e.u.resp_end.input_tokens = (uint64_t)(u->input_tokens > 0 ? u->input_tokens : 0);
+                e.u.resp_end.output_tokens =
+                    (uint64_t)(u->output_tokens > 0 ? u->output_tokens : 0);
+                e.u.resp_end.cached_tokens =
+                    (uint64_t)(u->cached_input_tokens > 0 ? u->cached_input_tokens : 0);
+            }
+        }
+        s_xfer_send(x, &e);
+        log_req(LOG_LVL_DEBUG, "stream_done", x->hex, NULL, "status %ld", x->status);
+        s_xfer_free(x);
+        return;
+    }
+    char msg[CURL_ERROR_SIZE + 96];
+    snprintf(msg, sizeof msg, "vendor call failed: %s%s%s", curl_easy_strerror(result),
+             x->errbuf[0] ? ": " : "", x->errbuf);
+    log_req(LOG_LVL_WARN, "vendor_failed", x->hex, NULL, "%s (instance %s)", msg, x->inst->name);
+    if (x->head_sent) {
+        ag_reply_end_error(s_xfer_send, x, x->req_id, msg);
+        s_xfer_free(x);
+    } else {
+        s_fail(x, result == CURLE_OPERATION_TIMEDOUT ? 504 : 502, "upstream_error", msg);
+    }
+}
+
+/* ---- request: open, body, credit, cancel -------------------------------------------------- */
+
+/* Starts the curl transfer once the upload size is known. 0 or a negative errno. */
+static int s_start(s_xfer_t *x)
+{
+    if (x->added)
+        return 0;
+    if (x->op != AG_OP_MODELS)
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->upload_size);
+    if (ag_curl_add(x->a->curl, x->easy) != 0)
+        return -EIO;
+    x->added = true;
+    return 0;
+}
+
+/* Adds one header line "name: value" to the request list. 0 or -ENOMEM. */
+static int s_add_header(s_xfer_t *x, const char *name, size_t nl, const char *value, size_t vl)
+{
+    size_t len = nl + 2 + vl;
+    char *line = malloc(len + 1);
+    if (!line)
+        return -ENOMEM;
+    memcpy(line, name, nl);
+    memcpy(line + nl, ": ", 2);
+    if (vl)
+        memcpy(line + nl + 2, value, vl);
+    line[len] = '\0';
+    struct curl_slist *l = curl_slist_append(x->hdrs, line);
+    sodium_memzero(line, len);
+    free(line);
+    if (!l)
+        return -ENOMEM;
+    x->hdrs = l;
+    return 0;
+}
+
+/* Builds the vendor request headers: the user's, filtered; the vendor's auth; identity
+ * encoding; no Expect. Sets *add_usage from the gateway's hint. 0 or a negative errno. */
+static int s_build_headers(s_xfer_t *x, const bus_req_open_t *o, bool *add_usage)
+{
+    bus_list_t it = o->headers;
+    bus_str_t k, v;
+    bool has_ct = false;
+    int count = 0, rc;
+    *add_usage = false;
+    while ((rc = bus_list_next_kv(&it, &k, &v)) == 1) {
+        if (k.len == strlen(AG_INCLUDE_USAGE_HEADER) &&
+            strncasecmp(k.p, AG_INCLUDE_USAGE_HEADER, k.len) == 0) {
+            *add_usage = v.len == 1 && v.p[0] == '1';
+            continue;
+        }
+        if (!ag_hdr_to_vendor(k.p, k.len, v.p, v.len) || count >= S_MAX_REQ_HEADERS)
+            continue;
+        if (k.len == 12 && strncasecmp(k.p, "content-type", 12) == 0)
+            has_ct = true;
+        if ((rc = s_add_header(x, k.p, k.len, v.p, v.len)) != 0)
+            return rc;
+        count++;
+    }
+    if (rc < 0)
+        return -EBADMSG;
+    char auth[1024];
+    rc = ag_auth_header(x->inst, auth, sizeof auth);
+    if (rc == 0) {
+        struct curl_slist *l = curl_slist_append(x->hdrs, auth);
+        rc = l ? 0 : -ENOMEM;
+        if (l)
+            x->hdrs = l;
+    }
+    sodium_memzero(auth, sizeof auth);
+    if (rc != 0)
+        return rc;
+    static const char *const fixed[] = {"Accept-Encoding: identity", "Expect:", NULL};
+    for (size_t i = 0; fixed[i]; i++) {
+        struct curl_slist *l = curl_slist_append(x->hdrs, fixed[i]);
+        if (!l)
+            return -ENOMEM;
+        x->hdrs = l;
+    }
+    if (!has_ct && x->op != AG_OP_MODELS) {
+        struct curl_slist *l = curl_slist_append(x->hdrs, "Content-Type: application/json");
+        if (!l)
+            return -ENOMEM;
+        x->hdrs = l;
+    }
+    return 0;
+}
+
+/* Sets up the easy handle for x and url. 0 or -ENOMEM. */
+static int s_setup_easy(s_xfer_t *x, const char *url)
+{
+    ag_adapter_t *a = x->a;
+    CURL *e = curl_easy_init();
+    if (!e)
+        return -ENOMEM;
+    x->easy = e;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                     a->cfg->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)a->cfg->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    if (a->connect_to)
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, a->connect_to);
+    if (a->cfg->ca_file && a->cfg->ca_file[0]) {
+        /* CAINFO replaces the default bundle: keep the system's through CAPATH. */
+        curl_easy_setopt(e, CURLOPT_CAINFO, a->cfg->ca_file);
+        if (a->capath)
+            curl_easy_setopt(e, CURLOPT_CAPATH, a->capath);
+    }
+    if (x->op == AG_OP_MODELS) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, s_on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, x);
+    }
+    return 0;
+}
+
+/* req.open: checks the request against the instance and starts the vendor call. */
+static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const char *inst_name,
+                   size_t inst_len)
+{
+    uint8_t key[AG_MAP_KEY];
+    ag_map_sid_key(sid, key);
+    if (ag_map_get(a->xfers, key)) {
+        log_warn("protocol_error", "stream %llu opened twice", (unsigned long long)sid);
+        return;
+    }
+    s_xfer_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        log_err("no_memory", "cannot take a stream");
+        return;
+    }
+    x->a = a;
+    x->sid = sid;
+    memcpy(x->req_id, env->req_id, BUS_REQ_ID_LEN);
+    bus_req_id_hex(x->req_id, x->hex);
+    x->upload_size = -1;
+    x->credit = AG_WINDOW_BYTES;
+    bus_buf_init(&x->rh, S_MAX_RESP_HEADER_BYTES);
+    if (ag_map_put(a->xfers, key, x) != 0) {
+        free(x);
+        return;
+    }
+    x->next = a->head;
+    if (a->head)
+        a->head->prev = x;
+    a->head = x;
+
+    const bus_req_open_t *o = &env->u.req_open;
+    x->inst = ag_instances_find(a->set, inst_name, inst_len);
+    if (!x->inst) {
+        s_fail(x, 503, "instance_unavailable",
+               "the agent's adapter does not know the chosen instance (config changed?)");
+        return;
+    }
+    ag_path_t path;
+    int rc = ag_path_parse(o->format.p, o->format.len, o->method.p, o->method.len, o->path.p,
+                           o->path.len, &path);
+    if (rc != 0) {
+        s_fail(x, rc == -EINVAL ? 405 : 404, rc == -EINVAL ? "method_not_allowed" : "unknown_url",
+               "this path is not served by the agent");
+        return;
+    }
+    x->op = path.op;
+    const char *model;
+    int ml = ag_request_model(&path, o->model.p, o->model.len, &model);
+    const char *up = NULL;
+    if (x->op != AG_OP_MODELS) {
+        up = ml > 0 ? ag_instance_upstream(x->inst, model, (size_t)ml) : NULL;
+        if (!up) {
+            s_fail(x, 404, "model_not_found", "the model is not served by this agent");
+            return;
+        }
+    }
+    x->body_size = o->body_size;
+    if (x->body_size < 0 || x->body_size > AG_MAX_BODY_BYTES) {
+        s_fail(x, 413, "request_too_large", "request body too large for the agent");
+        return;
+    }
+    if (x->op == AG_OP_MODELS && x->body_size) {
+        s_fail(x, 400, "invalid_request", "GET with a body");
+        return;
+    }
+    bool add_usage = false;
+    rc = s_build_headers(x, o, &add_usage);
+    if (rc != 0) {
+        s_fail(x, 400, "invalid_request", "malformed request headers");
+        return;
+    }
+    add_usage = add_usage && ag_op_takes_include_usage(x->op) && x->body_size > 0;
+    bool rename = up && ag_model_in_body(x->inst, x->op) &&
+                  ((size_t)ml != strlen(up) || memcmp(model, up, (size_t)ml) != 0);
+    if (rename)
+        snprintf(x->rename, sizeof x->rename, "%s", up);
+    x->rw_active = (add_usage || rename) && x->body_size > 0;
+    ag_bodyrw_init(&x->rw, add_usage ? AG_INCLUDE_USAGE_TEXT : NULL, rename ? x->rename : NULL);
+    bus_buf_init(&x->body, (size_t)x->body_size + sizeof AG_INCLUDE_USAGE_TEXT + AG_MODEL_MAX + 16);
+
+    char url[AG_URL_MAX];
+    if (ag_url_build(x->inst, x->op, up, url, sizeof url) != 0) {
+        s_fail(x, 400, "invalid_request", "cannot build the vendor URL for this model");
+        return;
+    }
+    if (s_setup_easy(x, url) != 0) {
+        s_fail(x, 500, "agent_error", "out of memory");
+        return;
+    }
+    log_req(LOG_LVL_DEBUG, "stream_open", x->hex, NULL, "instance %s, %s %s, %lld body bytes",
+            x->inst->name, ag_op_method(x->op), url, (long long)x->body_size);
+    int64_t delta = 0;
+    if (!x->rw_active || ag_bodyrw_final_delta(&x->rw, x->body_size == 0, &delta)) {
+        x->upload_size = x->body_size + (x->rw_active ? delta : 0);
+        if (s_start(x) != 0)
+            s_fail(x, 500, "agent_error", "cannot start the vendor call");
+    }
+}
+
+/* req.body: queues bytes for curl (through the editor), starts or resumes the upload. */
+static void s_body(s_xfer_t *x, const bus_bin_t *data)
+{
+    if (x->op == AG_OP_MODELS || (int64_t)data->len > x->body_size - x->body_in) {
+        s_fail(x, 400, "invalid_request", "request body longer than announced");
+        return;
+    }
+    if (x->body_off == x->body.len) {
+        bus_buf_reset(&x->body);
+        x->body_off = 0;
+    }
+    int rc = x->rw_active ? ag_bodyrw_feed(&x->rw, data->p, data->len, &x->body)
+                          : (data->len ? bus_buf_append(&x->body, data->p, data->len) : 0);
+    if (rc != 0) {
+        s_fail(x, 400, "invalid_request",
+               rc == -EBADMSG ? "request body is not a JSON object the agent can edit"
+                              : "request body over the agent's buffer");
+        return;
+    }
+    x->body_in += (int64_t)data->len;
+    bool all_in = x->body_in == x->body_size;
+    if (all_in && x->rw_active && !ag_bodyrw_complete(&x->rw)) {
+        s_fail(x, 400, "invalid_request", "request body is not a complete JSON object");
+        return;
+    }
+    if (!x->added) {
+        int64_t delta = 0;
+        if (ag_bodyrw_final_delta(&x->rw, all_in, &delta)) {
+            x->upload_size = x->body_size + delta;
+            if (s_start(x) != 0)
+                s_fail(x, 500, "agent_error", "cannot start the vendor call");
+        }
+        return;
+    }
+    if (x->send_paused && x->body.len > x->body_off) {
+        x->send_paused = false;
+        s_repause(x);
+    }
+}
+
+/* credit: more response bytes may go; resumes a paused download. */
+static void s_credit(s_xfer_t *x, uint64_t bytes)
+{
+    x->credit = bytes > UINT64_MAX - x->credit ? UINT64_MAX : x->credit + bytes;
+    if (x->recv_paused && x->added) {
+        x->recv_paused = false;
+        s_repause(x); /* may deliver kept bytes through s_on_write at once */
+    }
+}
+
+/* Reads one message from the supervisor: [sid][envelope][instance?]. */
+static void s_on_msg(void *arg, void *zsock)
+{
+    ag_adapter_t *a = arg;
+    zmq_msg_t parts[3], extra;
+    int n = 0;
+    for (;;) {
+        zmq_msg_t *m = n < 3 ? &parts[n] : &extra;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, zsock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(m);
+            break;
+        }
+        bool more = zmq_msg_more(m);
+        if (n < 3)
+            n++;
+        else
+            zmq_msg_close(m);
+        if (!more)
+            break;
+    }
+    if (n < 2 || zmq_msg_size(&parts[0]) != AG_SID_LEN) {
+        log_warn("bad_message", "malformed frame from the supervisor");
+        goto out;
+    }
+    uint64_t sid = ag_sid_get(zmq_msg_data(&parts[0]));
+    bus_env_t env;
+    char err[160];
+    if (bus_env_decode(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &env, err,
+                       sizeof err) != 0) {
+        log_warn("bad_message", "from the supervisor: %s", err);
+        goto out;
+    }
+    if (sid == 0) {
+        if (env.type == BUS_T_PING) {
+            bus_env_t r;
+            memset(&r, 0, sizeof r);
+            r.type = BUS_T_PONG;
+            r.version = BUS_PROTO_VERSION;
+            r.u.pong.seq = env.u.ping.seq;
+            s_send_sid(a, 0, &r);
+        }
+        goto out;
+    }
+    if (env.type == BUS_T_REQ_OPEN) {
+        if (a->stopping || n < 3) {
+            s_xfer_t tmp = {.a = a, .sid = sid};
+            ag_reply_end_error(s_xfer_send, &tmp, env.req_id,
+                               a->stopping ? "agent adapter stopping" : "no instance named");
+            goto out;
+        }
+        s_open(a, sid, &env, zmq_msg_data(&parts[2]), zmq_msg_size(&parts[2]));
+        goto out;
+    }
+    uint8_t key[AG_MAP_KEY];
+    ag_map_sid_key(sid, key);
+    s_xfer_t *x = ag_map_get(a->xfers, key);
+    if (!x)
+        goto out; /* ended here already; the supervisor has forgotten it or will */
+    switch (env.type) {
+    case BUS_T_REQ_BODY:
+        s_body(x, &env.u.req_body.data);
+        break;
+    case BUS_T_CREDIT:
+        s_credit(x, env.u.credit.bytes);
+        break;
+    case BUS_T_REQ_CANCEL:
+        log_req(LOG_LVL_INFO, "stream_cancelled", x->hex, NULL, "%.*s",
+                (int)env.u.req_cancel.reason.len,
+                env.u.req_cancel.reason.len ? env.u.req_cancel.reason.p : "");
+        s_xfer_free(x);
+        break;
+    default:
+        break;
+    }
+out:
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&parts[i]);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+/* Builds the CONNECT_TO list from upstream.connect_to ("a,b" → two entries). */
+static int s_connect_to(ag_adapter_t *a)
+{
+    const char *list = a->cfg->connect_to;
+    if (!list || !*list)
+        return 0;
+    char *copy = strdup(list), *save = NULL;
+    if (!copy)
+        return -ENOMEM;
+    for (char *e = strtok_r(copy, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        while (*e == ' ')
+            e++;
+        struct curl_slist *l = curl_slist_append(a->connect_to, e);
+        if (!l) {
+            free(copy);
+            return -ENOMEM;
+        }
+        a->connect_to = l;
+    }
+    free(copy);
+    log_warn("test_mapping", "upstream.connect_to is set (TEST ONLY): %s", list);
+    return 0;
+}
+
+ag_adapter_t *ag_adapter_new(bus_loop_t *loop, const ag_config_t *cfg, const ag_instances_t *set,
+                             int slot)
+{
+    ag_adapter_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->loop = loop;
+    a->cfg = cfg;
+    a->set = set;
+    a->slot = slot;
+    bus_buf_init(&a->enc, BUS_ENV_MAX_BYTES);
+    a->xfers = ag_map_new();
+    if (!a->xfers || s_connect_to(a) != 0)
+        goto fail;
+    if (cfg->ca_file && cfg->ca_file[0]) {
+        /* The system CA directory curl was built with, so a test CA adds to it. */
+        CURL *probe = curl_easy_init();
+        char *capath = NULL;
+        if (probe && curl_easy_getinfo(probe, CURLINFO_CAPATH, &capath) == CURLE_OK && capath)
+            a->capath = strdup(capath);
+        else if (access("/etc/ssl/certs", R_OK) == 0)
+            a->capath = strdup("/etc/ssl/certs");
+        curl_easy_cleanup(probe);
+    }
+    a->curl = ag_curl_new(loop, s_on_done, a);
+    if (!a->curl) {
+        log_err("curl_failed", "cannot create the curl multi handle");
+        goto fail;
+    }
+    a->sock = zmq_socket(bus_loop_zctx(loop), ZMQ_DEALER);
+    if (!a->sock)
+        goto fail;
+    char ident[64];
+    snprintf(ident, sizeof ident, "adapter-%d-%d", slot, (int)getpid());
+    int zero = 0, hwm = S_HWM;
+    zmq_setsockopt(a->sock, ZMQ_ROUTING_ID, ident, strlen(ident));
+    zmq_setsockopt(a->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(a->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(a->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (zmq_connect(a->sock, cfg->adapter_ipc) != 0) {
+        log_err("connect_failed", "%s: %s", cfg->adapter_ipc, zmq_strerror(errno));
+        goto fail;
+    }
+    a->watch = bus_zwatch_new(loop, a->sock, s_on_msg, a);
+    if (!a->watch)
+        goto fail;
+    bus_env_t h;
+    memset(&h, 0, sizeof h);
+    h.type = BUS_T_HELLO;
+    h.version = BUS_PROTO_VERSION;
+    h.u.hello.proto_version = BUS_PROTO_VERSION;
+    h.u.hello.agent_version = bus_str_c("relayhub-adapter/" RELAYHUB_VERSION);
+    if (s_send_sid(a, 0, &h) != 0)
+        goto fail;
+    log_info("started", "agent-adapter %d ready (%zu instances)", slot, set->n);
+    return a;
+fail:
+    ag_adapter_destroy(&a);
+    return NULL;
+}
+
+void ag_adapter_destroy(ag_adapter_t **p)
+{
+    if (!p || !*p)
+        return;
+    ag_adapter_t *a = *p;
+    while (a->head)
+        s_xfer_free(a->head);
+    bus_zwatch_destroy(&a->watch);
+    if (a->sock)
+        zmq_close(a->sock);
+    ag_curl_destroy(&a->curl);
+    curl_slist_free_all(a->connect_to);
+    free(a->capath);
+    ag_map_destroy(&a->xfers);
+    bus_buf_free(&a->enc);
+    free(a);
+    *p = NULL;
+}
+
+void ag_adapter_shutdown(void *arg, int signo)
+{
+    ag_adapter_t *a = arg;
+    (void)signo;
+    a->stopping = true;
+    while (a->head) {
+        s_xfer_t *x = a->head;
+        if (!x->failed)
+            ag_reply_end_error(s_xfer_send, x, x->req_id, "agent adapter stopping");
+        s_xfer_free(x);
+    }
+    bus_loop_stop(a->loop);
+}

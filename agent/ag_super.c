@@ -1,0 +1,755 @@
+/* ag_super: agent-adapter supervision and stream routing inside `agent run`. */
+#include "ag_super.h"
+#include "ag_fd.h"
+#include "ag_map.h"
+#include "ag_proto.h"
+#include "backoff.h"
+#include "bus_log.h"
+#include "bus_plat.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+extern char **environ;
+
+#define S_MAX_SLOTS 64
+#define S_HWM 100000                  /* messages queued per peer, at most */
+#define S_PING_US 1000000             /* worker ping interval */
+#define S_DEAD_US 10000000            /* a worker silent this long is killed */
+#define S_REAP_POLL_US 200000         /* child check without a pidfd */
+#define S_RESTART_BASE_MS 200
+#define S_RESTART_CAP_MS 10000
+#define S_RESTART_RESET_MS 30000
+#define S_STOP_GRACE_MS 2000          /* SIGTERM to SIGKILL on shutdown */
+
+typedef struct s_stream s_stream_t;
+typedef struct s_slot s_slot_t;
+
+struct s_slot {
+    ag_super_t *s;          /* owner */
+    int index;              /* slot number (--slot) */
+    pid_t pid;              /* the running worker, 0 when none */
+    char ident[64];         /* its routing id: adapter-SLOT-PID */
+    size_t ident_len;       /* its length */
+    bool ready;             /* said hello */
+    uint64_t started_us;    /* spawn time (monotonic) */
+    uint64_t seen_us;       /* last hello or pong */
+    ag_fd_t *pidfd;         /* exit watch, or NULL (then the reap timer polls) */
+    bus_timer_t restart;    /* next spawn */
+    bus_timer_t reap;       /* exit poll without a pidfd */
+    backoff_t backoff;      /* restart schedule */
+    size_t nstreams;        /* streams it runs */
+    s_stream_t *streams;    /* them */
+};
+
+struct s_stream {
+    uint64_t sid;                   /* our number for it */
+    uint8_t req_id[BUS_REQ_ID_LEN]; /* the hub's */
+    char hex[33];                   /* req_id for logs */
+    s_slot_t *slot;                 /* the worker running it */
+    size_t inst;                    /* index of its instance in the set */
+    s_stream_t *prev, *next;        /* the slot's list */
+};
+
+struct ag_super {
+    bus_loop_t *loop;             /* borrowed */
+    const ag_config_t *cfg;       /* borrowed */
+    const ag_instances_t *set;    /* borrowed */
+    ag_super_args_t args;         /* borrowed strings */
+    ag_hub_ops_t hub;             /* the tunnel client */
+    void *sock;                   /* ROUTER the workers connect to */
+    bus_zwatch_t *watch;          /* its watch */
+    s_slot_t slots[S_MAX_SLOTS];  /* workers */
+    int nslots;                   /* how many run */
+    ag_map_t *by_req;             /* req_id -> stream */
+    ag_map_t *by_sid;             /* sid -> stream */
+    uint64_t next_sid;            /* next stream number (from 1) */
+    uint64_t *inflight;           /* per instance, streams in flight */
+    bus_timer_t ping;             /* liveness round */
+    uint64_t ping_seq;            /* its counter */
+    bool stopping;                /* being destroyed */
+    char announce_id[72];         /* agent id to announce once a worker is ready ("" = none) */
+};
+
+static int s_announce_now(ag_super_t *s, const char *agent_id);
+
+static void s_spawn(ag_super_t *s, s_slot_t *sl);
+
+/* ---- streams ---------------------------------------------------------------------------- */
+
+/* Forgets a stream: out of both maps, its slot's list and its instance's count. */
+static void s_stream_free(ag_super_t *s, s_stream_t *st)
+{
+    uint8_t key[AG_MAP_KEY];
+    if (ag_map_get(s->by_req, st->req_id) == st)
+        ag_map_del(s->by_req, st->req_id);
+    ag_map_sid_key(st->sid, key);
+    ag_map_del(s->by_sid, key);
+    s_slot_t *sl = st->slot;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        sl->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    sl->nstreams--;
+    if (s->inflight[st->inst])
+        s->inflight[st->inst]--;
+    free(st);
+}
+
+/* Sends [ident][sid][raw][extra?] to a worker. 0 or a negative errno (-EHOSTUNREACH: gone). */
+static int s_to_worker(ag_super_t *s, s_slot_t *sl, uint64_t sid, const uint8_t *raw,
+                       size_t len, const char *extra)
+{
+    uint8_t sb[AG_SID_LEN];
+    ag_sid_put(sb, sid);
+    int more = extra ? ZMQ_SNDMORE : 0;
+    if (zmq_send(s->sock, sl->ident, sl->ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(s->sock, sb, sizeof sb, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(s->sock, raw, len, more | ZMQ_DONTWAIT) < 0 ||
+        (extra && zmq_send(s->sock, extra, strlen(extra), ZMQ_DONTWAIT) < 0)) {
+        int e = errno;
+        log_warn("worker_send_failed", "adapter %d: %s", sl->index, zmq_strerror(e));
+        return -e;
+    }
+    bus_zwatch_poke(s->watch);
+    return 0;
+}
+
+/* Encodes env and sends it to a worker for sid. */
+static int s_env_to_worker(ag_super_t *s, s_slot_t *sl, uint64_t sid, const bus_env_t *env)
+{
+    bus_buf_t b;
+    bus_buf_init(&b, 64 * 1024);
+    int rc = bus_env_encode(env, &b);
+    if (rc == 0)
+        rc = s_to_worker(s, sl, sid, b.data, b.len, NULL);
+    bus_buf_free(&b);
+    return rc;
+}
+
+/* Tells a worker to drop a stream (cancel), best effort. */
+static void s_cancel_at_worker(ag_super_t *s, s_stream_t *st, const char *reason)
+{
+    if (!st->slot->pid)
+        return;
+    bus_env_t e;
+    memset(&e, 0, sizeof e);
+    e.type = BUS_T_REQ_CANCEL;
+    e.version = BUS_PROTO_VERSION;
+    e.has_req_id = true;
+    memcpy(e.req_id, st->req_id, BUS_REQ_ID_LEN);
+    e.u.req_cancel.reason = bus_str_c(reason);
+    s_env_to_worker(s, st->slot, st->sid, &e);
+}
+
+/* ag_send_fn towards the hub. */
+static int s_hub_send(void *arg, const bus_env_t *env)
+{
+    ag_super_t *s = arg;
+    return s->hub.send(s->hub.arg, env);
+}
+
+/* Ends every stream of a worker towards the hub (it died or was replaced). */
+static void s_slot_streams_gone(ag_super_t *s, s_slot_t *sl, const char *why)
+{
+    while (sl->streams) {
+        s_stream_t *st = sl->streams;
+        log_req(LOG_LVL_WARN, "stream_broken", st->hex, NULL, "%s", why);
+        ag_reply_end_error(s_hub_send, s, st->req_id, why);
+        s_stream_free(s, st);
+    }
+}
+
+/* ---- req.open routing ---------------------------------------------------------------------- */
+
+/* Picks the instance for a model: serving it, under max_concurrency, lowest load ratio.
+ * Returns its index, -ENOENT (nobody serves it) or -EBUSY (all full). */
+static int s_pick_instance(const ag_super_t *s, ag_op_t op, const char *model, size_t len)
+{
+    int best = -1;
+    bool served = false;
+    for (size_t i = 0; i < s->set->n; i++) {
+        const ag_instance_t *in = &s->set->v[i];
+        if (op != AG_OP_MODELS && !ag_instance_upstream(in, model, len))
+            continue;
+        served = true;
+        if ((int64_t)s->inflight[i] >= in->max_concurrency)
+            continue;
+        /* inflight/max lower than the best's: compare by cross-multiplying. */
+        if (best < 0 || s->inflight[i] * (uint64_t)s->set->v[best].max_concurrency <
+                            s->inflight[best] * (uint64_t)in->max_concurrency)
+            best = (int)i;
+    }
+    if (best >= 0)
+        return best;
+    return served ? -EBUSY : -ENOENT;
+}
+
+/* The ready worker with the fewest streams, or NULL. */
+static s_slot_t *s_pick_slot(ag_super_t *s)
+{
+    s_slot_t *best = NULL;
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        if (sl->pid && sl->ready && (!best || sl->nstreams < best->nstreams))
+            best = sl;
+    }
+    return best;
+}
+
+/* req.open from the hub: check, choose, hand to a worker. */
+static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size_t len)
+{
+    char hex[33];
+    bus_req_id_hex(env->req_id, hex);
+    s_stream_t *old = ag_map_get(s->by_req, env->req_id);
+    if (old) {
+        /* A retry under the same req_id: the earlier attempt is over. */
+        s_cancel_at_worker(s, old, "superseded by a new attempt");
+        s_stream_free(s, old);
+    }
+    const bus_req_open_t *o = &env->u.req_open;
+    ag_path_t path;
+    int rc = ag_path_parse(o->format.p, o->format.len, o->method.p, o->method.len, o->path.p,
+                           o->path.len, &path);
+    if (rc != 0) {
+        char msg[200];
+        int fl = (int)(o->format.len > 32 ? 32 : o->format.len);
+        int ml = (int)(o->method.len > 16 ? 16 : o->method.len);
+        int pl = (int)(o->path.len > 120 ? 120 : o->path.len);
+        if (rc == -ENOTSUP)
+            snprintf(msg, sizeof msg, "API format \"%.*s\" is not served by this agent", fl,
+                     fl ? o->format.p : "");
+        else
+            snprintf(msg, sizeof msg, "Invalid URL (%.*s %.*s)", ml, ml ? o->method.p : "", pl,
+                     pl ? o->path.p : "");
+        log_req(LOG_LVL_INFO, "request_refused", hex, NULL, "%s", msg);
+        ag_reply_error(s_hub_send, s, env->req_id, rc == -EINVAL ? 405 : 404,
+                       "invalid_request_error",
+                       rc == -EINVAL ? "method_not_allowed" : "unknown_url", msg,
+                       "agent refused the path");
+        return;
+    }
+    const char *model;
+    int ml = ag_request_model(&path, o->model.p, o->model.len, &model);
+    if (ml < 0 || (ml == 0 && path.op != AG_OP_MODELS)) {
+        ag_reply_error(s_hub_send, s, env->req_id, 400, "invalid_request_error", "invalid_model",
+                       ml < 0 ? "the model and the deployment in the path differ"
+                              : "no model named", "agent refused the request");
+        return;
+    }
+    int inst = s_pick_instance(s, path.op, model, (size_t)(ml > 0 ? ml : 0));
+    if (inst < 0) {
+        char msg[400];
+        if (inst == -ENOENT) {
+            snprintf(msg, sizeof msg, "The model `%.*s` does not exist or you do not have access "
+                     "to it.", ml > 256 ? 256 : ml, ml > 0 ? model : "");
+            log_req(LOG_LVL_INFO, "request_refused", hex, NULL, "model not served");
+            ag_reply_error(s_hub_send, s, env->req_id, 404, "invalid_request_error",
+                           "model_not_found", msg, "agent does not serve the model");
+        } else {
+            snprintf(msg, sizeof msg, "The agent's instances of this model are at their "
+                     "max_concurrency; retry later.");
+            log_req(LOG_LVL_INFO, "request_refused", hex, NULL, "instances busy");
+            ag_reply_error(s_hub_send, s, env->req_id, 429, "requests", "rate_limit_exceeded",
+                           msg, "agent busy");
+        }
+        return;
+    }
+    s_slot_t *sl = s_pick_slot(s);
+    if (!sl) {
+        log_req(LOG_LVL_WARN, "request_refused", hex, NULL, "no adapter ready");
+        ag_reply_error(s_hub_send, s, env->req_id, 503, "api_error", "agent_unavailable",
+                       "The agent has no worker ready; retry.", "agent has no adapter ready");
+        return;
+    }
+    s_stream_t *st = calloc(1, sizeof *st);
+    uint8_t key[AG_MAP_KEY];
+    if (!st) {
+        ag_reply_end_error(s_hub_send, s, env->req_id, "agent out of memory");
+        return;
+    }
+    st->sid = s->next_sid++;
+    memcpy(st->req_id, env->req_id, BUS_REQ_ID_LEN);
+    memcpy(st->hex, hex, sizeof hex);
+    st->slot = sl;
+    st->inst = (size_t)inst;
+    ag_map_sid_key(st->sid, key);
+    if (ag_map_put(s->by_req, st->req_id, st) != 0 || ag_map_put(s->by_sid, key, st) != 0) {
+        ag_map_del(s->by_req, st->req_id);
+        free(st);
+        ag_reply_end_error(s_hub_send, s, env->req_id, "agent out of memory");
+        return;
+    }
+    st->next = sl->streams;
+    if (sl->streams)
+        sl->streams->prev = st;
+    sl->streams = st;
+    sl->nstreams++;
+    s->inflight[inst]++;
+    log_req(LOG_LVL_DEBUG, "stream_routed", hex, NULL, "instance %s, adapter %d",
+            s->set->v[inst].name, sl->index);
+    if (s_to_worker(s, sl, st->sid, raw, len, s->set->v[inst].name) != 0) {
+        s_stream_free(s, st);
+        ag_reply_error(s_hub_send, s, env->req_id, 503, "api_error", "agent_unavailable",
+                       "The agent's worker is not reachable; retry.", "agent adapter unreachable");
+    }
+}
+
+void ag_super_from_hub(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size_t len)
+{
+    if (!env->has_req_id)
+        return;
+    if (env->type == BUS_T_REQ_OPEN) {
+        s_open(s, env, raw, len);
+        return;
+    }
+    s_stream_t *st = ag_map_get(s->by_req, env->req_id);
+    if (!st)
+        return; /* ended already (a cancel or credit racing the end is normal) */
+    int rc = s_to_worker(s, st->slot, st->sid, raw, len, NULL);
+    if (env->type == BUS_T_REQ_CANCEL) {
+        log_req(LOG_LVL_DEBUG, "stream_cancel", st->hex, NULL, "by the hub");
+        s_stream_free(s, st);
+    } else if (rc != 0) {
+        ag_reply_end_error(s_hub_send, s, st->req_id, "agent adapter unreachable");
+        s_stream_free(s, st);
+    }
+}
+
+void ag_super_hub_down(ag_super_t *s)
+{
+    s->announce_id[0] = '\0';
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        while (sl->streams) {
+            s_stream_t *st = sl->streams;
+            s_cancel_at_worker(s, st, "tunnel down");
+            s_stream_free(s, st);
+        }
+    }
+}
+
+int ag_super_announce(ag_super_t *s, const char *agent_id)
+{
+    if (s->set->n == 0)
+        return 0; /* serves nothing: nothing to announce */
+    if (!s_pick_slot(s)) {
+        /* No worker ready yet: announce when the first one is, so no request finds none. */
+        snprintf(s->announce_id, sizeof s->announce_id, "%s", agent_id);
+        return 0;
+    }
+    s->announce_id[0] = '\0';
+    return s_announce_now(s, agent_id);
+}
+
+/* Builds and sends the presence envelope. */
+static int s_announce_now(ag_super_t *s, const char *agent_id)
+{
+    enum { S_MAX_MODELS = 256 }; /* the presence STRLIST maximum */
+    bus_str_t names[S_MAX_MODELS];
+    size_t n = 0;
+    uint64_t capacity = 0;
+    for (size_t i = 0; i < s->set->n; i++) {
+        const ag_instance_t *in = &s->set->v[i];
+        capacity += (uint64_t)in->max_concurrency;
+        for (size_t m = 0; m < in->n_models && n < S_MAX_MODELS; m++) {
+            size_t k;
+            for (k = 0; k < n && strcmp(names[k].p, in->models[m].pub) != 0; k++)
+                ;
+            if (k == n)
+                names[n++] = bus_str_c(in->models[m].pub);
+        }
+    }
+    bus_buf_t scratch;
+    bus_buf_init(&scratch, 64 * 1024);
+    bus_env_t e;
+    memset(&e, 0, sizeof e);
+    e.type = BUS_T_PRESENCE;
+    e.version = BUS_PROTO_VERSION;
+    e.u.presence.agent_id = bus_str_c(agent_id);
+    e.u.presence.state = bus_str_c("up");
+    e.u.presence.capacity = capacity;
+    e.u.presence.in_flight = ag_map_count(s->by_sid);
+    int rc = bus_list_encode_strs(&scratch, names, n, &e.u.presence.models);
+    if (rc == 0)
+        rc = s->hub.send(s->hub.arg, &e);
+    bus_buf_free(&scratch);
+    if (rc == 0)
+        log_info("presence_sent", "announced %zu model(s), capacity %llu", n,
+                 (unsigned long long)capacity);
+    return rc;
+}
+
+size_t ag_super_streams(const ag_super_t *s)
+{
+    return s ? ag_map_count(s->by_sid) : 0;
+}
+
+/* ---- messages from workers --------------------------------------------------------------- */
+
+/* The slot whose worker has this routing id, or NULL. */
+static s_slot_t *s_slot_by_ident(ag_super_t *s, const void *id, size_t len)
+{
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        if (sl->pid && sl->ident_len == len && memcmp(sl->ident, id, len) == 0)
+            return sl;
+    }
+    return NULL;
+}
+
+/* Reads one message from a worker: [ident][sid][envelope]. */
+static void s_on_worker(void *arg, void *zsock)
+{
+    ag_super_t *s = arg;
+    zmq_msg_t parts[3], extra;
+    int n = 0;
+    for (;;) {
+        zmq_msg_t *m = n < 3 ? &parts[n] : &extra;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, zsock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(m);
+            break;
+        }
+        bool more = zmq_msg_more(m);
+        if (n < 3)
+            n++;
+        else
+            zmq_msg_close(m);
+        if (!more)
+            break;
+    }
+    if (n < 3 || zmq_msg_size(&parts[1]) != AG_SID_LEN)
+        goto out;
+    s_slot_t *sl = s_slot_by_ident(s, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]));
+    if (!sl)
+        goto out; /* a worker that has been replaced */
+    uint64_t sid = ag_sid_get(zmq_msg_data(&parts[1]));
+    const uint8_t *raw = zmq_msg_data(&parts[2]);
+    size_t len = zmq_msg_size(&parts[2]);
+    bus_env_t env;
+    char err[160];
+    if (bus_env_decode(raw, len, &env, err, sizeof err) != 0) {
+        log_warn("bad_message", "from adapter %d: %s", sl->index, err);
+        goto out;
+    }
+    sl->seen_us = plat_mono_us();
+    if (sid == 0) {
+        if (env.type == BUS_T_HELLO && !sl->ready) {
+            sl->ready = true;
+            backoff_connected(&sl->backoff, sl->seen_us);
+            log_info("adapter_ready", "agent-adapter %d (pid %d) ready", sl->index, (int)sl->pid);
+            if (s->announce_id[0] && s_announce_now(s, s->announce_id) == 0)
+                s->announce_id[0] = '\0';
+        }
+        goto out;
+    }
+    uint8_t key[AG_MAP_KEY];
+    ag_map_sid_key(sid, key);
+    s_stream_t *st = ag_map_get(s->by_sid, key);
+    if (!st || st->slot != sl)
+        goto out; /* the stream ended here first (cancel, retry) */
+    if ((env.type != BUS_T_RESP_HEAD && env.type != BUS_T_RESP_CHUNK &&
+         env.type != BUS_T_RESP_END) || !env.has_req_id ||
+        memcmp(env.req_id, st->req_id, BUS_REQ_ID_LEN) != 0) {
+        log_warn("bad_message", "adapter %d sent %s for another stream", sl->index,
+                 bus_type_name(env.type));
+        goto out;
+    }
+    s->hub.send_raw(s->hub.arg, raw, len);
+    if (env.type == BUS_T_RESP_END)
+        s_stream_free(s, st);
+out:
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&parts[i]);
+}
+
+/* ---- worker processes -------------------------------------------------------------------- */
+
+/* Schedules a restart of the slot after its backoff. */
+static void s_restart_later(ag_super_t *s, s_slot_t *sl);
+
+/* A worker's exit was reaped: end its streams and schedule its restart. */
+static void s_worker_gone(ag_super_t *s, s_slot_t *sl, int status)
+{
+    char why[96];
+    if (WIFSIGNALED(status))
+        snprintf(why, sizeof why, "agent adapter died (signal %d)", WTERMSIG(status));
+    else
+        snprintf(why, sizeof why, "agent adapter exited (%d)", WEXITSTATUS(status));
+    log_warn("adapter_died", "agent-adapter %d (pid %d): %s", sl->index, (int)sl->pid, why);
+    sl->pid = 0;
+    sl->ready = false;
+    sl->ident_len = 0;
+    ag_fd_destroy(&sl->pidfd);
+    bus_timer_cancel(s->loop, &sl->reap);
+    backoff_disconnected(&sl->backoff, plat_mono_us());
+    s_slot_streams_gone(s, sl, why);
+    if (!s->stopping)
+        s_restart_later(s, sl);
+}
+
+/* Reaps the slot's worker if it has exited. 1 if it had. */
+static int s_try_reap(ag_super_t *s, s_slot_t *sl)
+{
+    int status = 0;
+    if (!sl->pid)
+        return 0;
+    pid_t r = waitpid(sl->pid, &status, WNOHANG);
+    if (r == sl->pid || (r < 0 && errno == ECHILD)) {
+        s_worker_gone(s, sl, r == sl->pid ? status : 0);
+        return 1;
+    }
+    return 0;
+}
+
+static void s_on_reap_timer(bus_timer_t *t);
+
+/* The worker's pidfd is readable: it has exited. */
+static void s_on_pidfd(void *arg, int fd)
+{
+    s_slot_t *sl = arg;
+    (void)fd;
+    if (!s_try_reap(sl->s, sl)) {
+        /* Readable but not reapable yet is not expected; poll instead of spinning. */
+        ag_fd_destroy(&sl->pidfd);
+        bus_timer_start(sl->s->loop, &sl->reap, s_on_reap_timer, sl, S_REAP_POLL_US);
+    }
+}
+
+/* Polls a worker's exit (no pidfd). */
+static void s_on_reap_timer(bus_timer_t *t)
+{
+    s_slot_t *sl = t->arg;
+    if (!s_try_reap(sl->s, sl))
+        bus_timer_start(sl->s->loop, &sl->reap, s_on_reap_timer, sl, S_REAP_POLL_US);
+}
+
+/* The restart timer fired. */
+static void s_on_restart(bus_timer_t *t)
+{
+    s_slot_t *sl = t->arg;
+    s_spawn(sl->s, sl);
+}
+
+/* Schedules the slot's next spawn after its backoff. */
+static void s_restart_later(ag_super_t *s, s_slot_t *sl)
+{
+    int64_t ms = backoff_next_ms(&sl->backoff, NULL);
+    log_info("adapter_restart", "agent-adapter %d restarts in %lld ms", sl->index,
+             (long long)ms);
+    bus_timer_start(s->loop, &sl->restart, s_on_restart, sl, ms * 1000);
+}
+
+/* Starts the slot's worker process. */
+static void s_spawn(ag_super_t *s, s_slot_t *sl)
+{
+    if (s->stopping || sl->pid)
+        return;
+    char slot[16], parent[24];
+    snprintf(slot, sizeof slot, "%d", sl->index);
+    snprintf(parent, sizeof parent, "%d", (int)getpid());
+    size_t argc = 0, max = 8 + 2 * s->args.n_sets;
+    char **argv = calloc(max + 1, sizeof *argv);
+    if (!argv) {
+        s_restart_later(s, sl);
+        return;
+    }
+    argv[argc++] = (char *)s->args.exe;
+    argv[argc++] = "--config";
+    argv[argc++] = (char *)s->args.config;
+    for (size_t i = 0; i < s->args.n_sets; i++) {
+        argv[argc++] = "--set";
+        argv[argc++] = s->args.sets[i];
+    }
+    argv[argc++] = "--slot";
+    argv[argc++] = slot;
+    argv[argc++] = "--parent";
+    argv[argc++] = parent;
+    argv[argc] = NULL;
+
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_init(&fa);
+    /* The loop blocks SIGTERM/INT/HUP in this process: the worker starts with none blocked.
+     * Inherited descriptors (the tunnel's socket, lws's) are closed in the child. */
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, s->args.exe, &fa, &attr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    free(argv);
+    if (rc != 0) {
+        log_err("adapter_spawn_failed", "%s: %s", s->args.exe, strerror(rc));
+        s_restart_later(s, sl);
+        return;
+    }
+    sl->pid = pid;
+    sl->ready = false;
+    sl->started_us = plat_mono_us();
+    sl->seen_us = sl->started_us;
+    int n = snprintf(sl->ident, sizeof sl->ident, "adapter-%d-%d", sl->index, (int)pid);
+    sl->ident_len = (size_t)n;
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    sl->pidfd = pfd >= 0 ? ag_fd_new(s->loop, pfd, s_on_pidfd, sl) : NULL;
+    if (!sl->pidfd)
+        bus_timer_start(s->loop, &sl->reap, s_on_reap_timer, sl, S_REAP_POLL_US);
+    log_info("adapter_started", "agent-adapter %d started (pid %d)", sl->index, (int)pid);
+}
+
+/* Liveness round: pings ready workers, kills silent ones. */
+static void s_on_ping(bus_timer_t *t)
+{
+    ag_super_t *s = t->arg;
+    uint64_t now = plat_mono_us();
+    bus_env_t e;
+    memset(&e, 0, sizeof e);
+    e.type = BUS_T_PING;
+    e.version = BUS_PROTO_VERSION;
+    e.u.ping.seq = ++s->ping_seq;
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        if (!sl->pid)
+            continue;
+        if (now - sl->seen_us > S_DEAD_US) {
+            log_warn("adapter_silent", "agent-adapter %d (pid %d) silent for %d s: killing it",
+                     sl->index, (int)sl->pid, S_DEAD_US / 1000000);
+            kill(sl->pid, SIGKILL);
+            sl->seen_us = now; /* the pidfd reports the exit */
+            continue;
+        }
+        if (sl->ready)
+            s_env_to_worker(s, sl, 0, &e);
+    }
+    bus_timer_start(s->loop, &s->ping, s_on_ping, s, S_PING_US);
+}
+
+ag_super_t *ag_super_new(bus_loop_t *loop, const ag_config_t *cfg, const ag_instances_t *set,
+                         const ag_super_args_t *args, const ag_hub_ops_t *hub)
+{
+    ag_super_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->cfg = cfg;
+    s->set = set;
+    s->args = *args;
+    s->hub = *hub;
+    s->next_sid = 1;
+    s->by_req = ag_map_new();
+    s->by_sid = ag_map_new();
+    s->inflight = calloc(set->n ? set->n : 1, sizeof *s->inflight);
+    if (!s->by_req || !s->by_sid || !s->inflight)
+        goto fail;
+    if (set->n == 0)
+        return s; /* nothing to serve: no workers */
+    s->sock = zmq_socket(bus_loop_zctx(loop), ZMQ_ROUTER);
+    if (!s->sock)
+        goto fail;
+    int one = 1, zero = 0, hwm = S_HWM;
+    zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (zmq_bind(s->sock, cfg->adapter_ipc) != 0) {
+        log_err("bind_failed", "agent.adapter_ipc %s: %s", cfg->adapter_ipc,
+                zmq_strerror(errno));
+        goto fail;
+    }
+    s->watch = bus_zwatch_new(loop, s->sock, s_on_worker, s);
+    if (!s->watch)
+        goto fail;
+    s->nslots = (int)(cfg->adapters < S_MAX_SLOTS ? cfg->adapters : S_MAX_SLOTS);
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        sl->s = s;
+        sl->index = i;
+        backoff_init(&sl->backoff, S_RESTART_BASE_MS, S_RESTART_CAP_MS, S_RESTART_RESET_MS);
+        s_spawn(s, sl);
+    }
+    bus_timer_start(loop, &s->ping, s_on_ping, s, S_PING_US);
+    return s;
+fail:
+    ag_super_destroy(&s);
+    return NULL;
+}
+
+/* Sleeps ms milliseconds (shutdown only, outside the loop's work). */
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+void ag_super_destroy(ag_super_t **p)
+{
+    if (!p || !*p)
+        return;
+    ag_super_t *s = *p;
+    s->stopping = true;
+    bus_timer_cancel(s->loop, &s->ping);
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        bus_timer_cancel(s->loop, &sl->restart);
+        bus_timer_cancel(s->loop, &sl->reap);
+        if (sl->pid)
+            kill(sl->pid, SIGTERM);
+    }
+    /* Give the workers a moment to end their streams, then make sure they are gone. */
+    for (long waited = 0;; waited += 10) {
+        bool left = false;
+        for (int i = 0; i < s->nslots; i++) {
+            s_slot_t *sl = &s->slots[i];
+            int st;
+            if (sl->pid && waitpid(sl->pid, &st, WNOHANG) != 0)
+                sl->pid = 0;
+            left = left || sl->pid;
+        }
+        if (!left)
+            break;
+        if (waited >= S_STOP_GRACE_MS) {
+            for (int i = 0; i < s->nslots; i++) {
+                if (s->slots[i].pid) {
+                    kill(s->slots[i].pid, SIGKILL);
+                    waitpid(s->slots[i].pid, NULL, 0);
+                    s->slots[i].pid = 0;
+                }
+            }
+            break;
+        }
+        s_sleep_ms(10);
+    }
+    for (int i = 0; i < s->nslots; i++) {
+        s_slot_t *sl = &s->slots[i];
+        while (sl->streams)
+            s_stream_free(s, sl->streams);
+        ag_fd_destroy(&sl->pidfd);
+    }
+    bus_zwatch_destroy(&s->watch);
+    if (s->sock)
+        zmq_close(s->sock);
+    ag_map_destroy(&s->by_req);
+    ag_map_destroy(&s->by_sid);
+    free(s->inflight);
+    free(s);
+    *p = NULL;
+}
