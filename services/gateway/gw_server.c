@@ -10,6 +10,7 @@
 #include "gw_routes.h"
 #include "jsonscan.h"
 #include "tun_map.h"
+#include "usage.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -80,6 +81,13 @@ struct gw_req {
     size_t credit_owed;          /* written since the last credit grant */
     bool ended;                  /* resp.end (or the error body) is queued */
     bool close_after;            /* close the connection after the response */
+    /* usage chunk filter: the agent asked for usage the user did not ask for; that one SSE
+     * event is read here and not forwarded (DESIGN §4) */
+    bool drop_usage;             /* set at req.open */
+    usage_sniffer_t *sniff;      /* reads the stream as it is relayed */
+    uint8_t *pend;               /* bytes of the event still being received */
+    size_t pend_len, pend_cap;   /* its length and capacity */
+    uint64_t pend_base;          /* stream offset of pend[0] */
     uint64_t started_us;         /* monotonic */
     gw_req_t *prev, *next;       /* all requests */
 };
@@ -194,6 +202,8 @@ static void s_req_free(gw_req_t *r)
     s_seg_free_all(&r->out, &r->out_tail);
     free(r->held);
     free(r->hdrs);
+    usage_destroy(&r->sniff);
+    free(r->pend);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -472,7 +482,10 @@ static void s_start_attempt(gw_req_t *r)
     o->query = (bus_str_t){r->query, strlen(r->query)};
     o->body_size = r->content_length;
     /* The agent adds stream_options.include_usage when the user did not ask (DESIGN §4). */
-    bool add_usage = res->has_stream && res->stream && !res->stream_options_present;
+    bool add_usage = res->has_stream && res->stream && !res->stream_options_present &&
+                     (strcmp(r->path, "/v1/chat/completions") == 0 ||
+                      strcmp(r->path, "/v1/completions") == 0);
+    r->drop_usage = add_usage;
     bus_str_t kv[6] = {bus_str_c("content-type"), bus_str_c("application/json"),
                        bus_str_c("x-relayhub-stream"), bus_str_c(res->stream ? "1" : "0"),
                        bus_str_c("x-relayhub-add-include-usage"), bus_str_c(add_usage ? "1" : "0")};
@@ -559,6 +572,77 @@ static void s_take_headers(gw_req_t *r, const bus_list_t *list)
     r->hdrs_len = len;
 }
 
+#define S_PEND_MAX (1u << 20) /* one SSE event larger than this is relayed unfiltered */
+
+/* An SSE event is complete: forward its bytes unless it is the usage chunk we added. */
+static void s_on_usage_event(void *arg, const usage_event_t *ev)
+{
+    gw_req_t *r = arg;
+    if (ev->start < r->pend_base || ev->end > r->pend_base + r->pend_len)
+        return; /* not in our window (never expected) */
+    if (!ev->usage_only)
+        s_out(r, r->pend + (ev->start - r->pend_base), (size_t)(ev->end - ev->start));
+    else
+        log_req(LOG_LVL_DEBUG, "usage_chunk_dropped", r->req_hex, r->agent_id,
+                "%llu bytes the user did not ask for", (unsigned long long)(ev->end - ev->start));
+}
+
+/* Relays response bytes, through the usage filter when it is on. */
+static void s_relay_bytes(gw_req_t *r, const uint8_t *data, size_t len)
+{
+    if (!r->sniff) {
+        s_out(r, data, len);
+        return;
+    }
+    if (r->pend_len + len > r->pend_cap) {
+        size_t ncap = r->pend_cap ? r->pend_cap : 8192;
+        while (ncap < r->pend_len + len)
+            ncap *= 2;
+        uint8_t *nb = ncap <= 2 * S_PEND_MAX ? realloc(r->pend, ncap) : NULL;
+        if (!nb) {
+            /* An event this large is no usage chunk: stop filtering, relay everything. */
+            s_out(r, r->pend, r->pend_len);
+            s_out(r, data, len);
+            r->pend_len = 0;
+            usage_destroy(&r->sniff);
+            return;
+        }
+        r->pend = nb;
+        r->pend_cap = ncap;
+    }
+    memcpy(r->pend + r->pend_len, data, len);
+    r->pend_len += len;
+    usage_feed(r->sniff, data, len);
+    /* Everything before hold_from has been forwarded (or dropped) by the callback. */
+    uint64_t hold = usage_hold_from(r->sniff);
+    if (hold > r->pend_base) {
+        size_t done = (size_t)(hold - r->pend_base);
+        if (done > r->pend_len)
+            done = r->pend_len;
+        memmove(r->pend, r->pend + done, r->pend_len - done);
+        r->pend_len -= done;
+        r->pend_base += done;
+    }
+}
+
+/* The stream ended: whatever the filter still holds goes out as it is. */
+static void s_relay_flush(gw_req_t *r)
+{
+    if (r->sniff) {
+        usage_finish(r->sniff);
+        uint64_t hold = usage_hold_from(r->sniff);
+        if (hold > r->pend_base && hold - r->pend_base <= r->pend_len) {
+            size_t done = (size_t)(hold - r->pend_base);
+            memmove(r->pend, r->pend + done, r->pend_len - done);
+            r->pend_len -= done;
+            r->pend_base += done;
+        }
+    }
+    if (r->pend_len)
+        s_out(r, r->pend, r->pend_len);
+    r->pend_len = 0;
+}
+
 static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
 {
     switch (env->type) {
@@ -587,6 +671,14 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         r->status = status >= 100 && status <= 599 ? status : 502;
         r->chunked = true;
         s_take_headers(r, &env->u.resp_head.headers);
+        if (r->drop_usage && r->status == 200 && r->hdrs && strstr(r->hdrs, "text/event-stream")) {
+            usage_format_t fmt = strcmp(r->path, "/v1/completions") == 0
+                                     ? USAGE_OPENAI_COMPLETIONS
+                                     : USAGE_OPENAI_CHAT;
+            r->sniff = usage_new(fmt, true, S_PEND_MAX);
+            if (r->sniff)
+                usage_set_event_cb(r->sniff, s_on_usage_event, r);
+        }
         if (r->wsi)
             lws_callback_on_writable(r->wsi);
         return;
@@ -607,7 +699,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
                 lws_callback_on_writable(r->wsi);
             return;
         }
-        s_out(r, env->u.resp_chunk.data.p, len);
+        s_relay_bytes(r, env->u.resp_chunk.data.p, len);
         return;
     }
     case BUS_T_RESP_END: {
@@ -623,6 +715,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
             s_attempt_failed(r, 502, why);
             return;
         }
+        s_relay_flush(r);
         if (err.len) {
             log_req(LOG_LVL_WARN, "stream_broken", r->req_hex, r->agent_id,
                     "after the first byte: %.*s", (int)err.len, err.p);

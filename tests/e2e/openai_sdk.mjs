@@ -1,6 +1,7 @@
 // End-to-end checks with the official `openai` SDK against hub-gateway.
 // Environment: RELAYHUB_BASE_URL (http://127.0.0.1:PORT/v1), RELAYHUB_API_KEY, RELAYHUB_MODEL.
-// Prints one JSON object with what each check observed; the Python test asserts on it.
+// Arguments: the checks to run (all when none). Prints one JSON object with what each check
+// observed; the Python test asserts on it.
 import OpenAI from "openai";
 
 const baseURL = process.env.RELAYHUB_BASE_URL;
@@ -9,7 +10,10 @@ const model = process.env.RELAYHUB_MODEL;
 const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 30000 });
 const out = {};
 
+const only = process.argv.slice(2);
+
 async function check(name, fn) {
+  if (only.length && !only.includes(name)) return;
   try {
     out[name] = await fn();
   } catch (e) {
@@ -57,7 +61,7 @@ await check("abort", async () => {
   const ac = new AbortController();
   const s = await client.chat.completions.create(
     { model, stream: true, messages: [{ role: "user", content: "long" }] },
-    { signal: ac.signal, headers: { "x-fake-chunks": "200", "x-fake-delay-ms": "50" } });
+    { signal: ac.signal });
   let n = 0;
   try {
     for await (const c of s) {
@@ -66,7 +70,8 @@ await check("abort", async () => {
   } catch (e) {
     return { aborted: true, after: n, class: e.constructor.name };
   }
-  return { aborted: false, after: n };
+  // some versions end the iteration quietly on abort
+  return { aborted: ac.signal.aborted, after: n };
 });
 
 await check("bad_key", async () => {

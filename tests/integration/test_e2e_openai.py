@@ -1,0 +1,101 @@
+"""End to end, the whole chain on loopback: the official `openai` npm SDK → hub-gateway →
+hub-tunnel → agent → agent-adapter → fake OpenAI over HTTPS (reached through the agent's
+test-only connect_to, so URL, Host and SNI stay api.openai.com)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_vendor"))
+import fakevendor  # noqa: E402
+from harness import Agent, Hub, run_tests, tmpdir, wait_until  # noqa: E402
+
+E2E = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e")
+root = tmpdir()
+fv = fakevendor.FakeVendor(root).start()
+hub = Hub(root).start()
+hub.start_gateway()
+KEY = hub.user_key("sdk-user")
+agent = Agent(hub, "e2e-agent", root=root)
+with open(os.path.join(agent.dir, "agent.conf"), "a") as f:
+    f.write("\n[upstream]\nconnect_to = %s\nca_file = %s\n\n[instance.main]\nvendor = openai\n"
+            "api_key = %s\nmodels = gpt-4o-mini\nmax_concurrency = 16\n"
+            % (fv.connect_to("api.openai.com"), fv.ca, fakevendor.OPENAI_KEY))
+hub.wait_registry(1)
+agent.start()
+agent.wait_connected()
+wait_until(lambda: "gpt-4o-mini" in json.dumps(hub.gw("GET", "/v1/models", key=KEY)[1]),
+           timeout=15, what="model routable at the gateway")
+
+
+def sdk(*checks, key=KEY):
+    env = dict(os.environ, RELAYHUB_BASE_URL="http://127.0.0.1:%d/v1" % hub.gateway_port,
+               RELAYHUB_API_KEY=key, RELAYHUB_MODEL="gpt-4o-mini")
+    r = subprocess.run(["node", os.path.join(E2E, "openai_sdk.mjs")] + list(checks),
+                       capture_output=True, text=True, timeout=120, env=env, cwd=E2E)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_models_listing():
+    out = sdk("models")["models"]
+    assert out["ids"] == ["gpt-4o-mini"], out
+
+
+def test_non_streamed_chat():
+    fv.reset()
+    out = sdk("chat")["chat"]
+    assert "error" not in out, out
+    assert out["content"] and out["usage"]["completion_tokens"] > 0
+    last = fv.last()
+    hm = last["header_map"]
+    # the vendor saw the provider's key, never the user's, and asked for identity encoding
+    assert hm["authorization"] == "Bearer " + fakevendor.OPENAI_KEY
+    assert KEY not in json.dumps(last)
+    assert hm.get("accept-encoding") == "identity"
+    assert hm["host"] == "api.openai.com"
+
+
+def test_streamed_text_equals_what_the_vendor_sent():
+    fv.reset()
+    fv.config(chunks=20)
+    out = sdk("chat", "stream")
+    chat, stream = out["chat"], out["stream"]
+    assert "error" not in stream, stream
+    assert stream["text"] == chat["content"], (stream["text"], chat["content"])
+    assert stream["chunks"] >= 20
+    # the usage chunk the agent asked for on the user's behalf never reaches this user...
+    assert stream["usageChunks"] == 0, stream
+    body = fv.last()["body"]
+    assert '"include_usage":true' in body.replace(" ", "")
+
+
+def test_stream_with_usage_when_asked():
+    out = sdk("stream_with_usage")["stream_with_usage"]
+    assert out["usage"] and out["usage"]["completion_tokens"] > 0, out
+
+
+def test_abort_reaches_the_vendor():
+    fv.reset()
+    fv.config(chunks=400, **{"delay-ms": 30})
+    out = sdk("abort")["abort"]
+    assert out["aborted"] and out["after"] >= 3, out
+    wait_until(lambda: fv.stats()["streams_cancelled"] >= 1, timeout=5,
+               what="the vendor saw the transfer cancelled")
+    fv.config(chunks=5, **{"delay-ms": 0})
+
+
+def test_wrong_key_is_an_authentication_error():
+    out = sdk("bad_key")["bad_key"]
+    assert out["rejected"] and out["isAuth"] and out["status"] == 401, out
+    assert out["code"] == "invalid_api_key"
+
+
+def test_unknown_model_is_not_found():
+    out = sdk("unknown_model")["unknown_model"]
+    assert out["rejected"] and out["isNotFound"] and out["code"] == "model_not_found", out
+
+
+run_tests(globals())
