@@ -572,7 +572,7 @@ static void s_take_headers(gw_req_t *r, const bus_list_t *list)
     r->hdrs_len = len;
 }
 
-#define S_PEND_MAX (1u << 20) /* one SSE event larger than this is relayed unfiltered */
+#define S_PEND_MAX (1u << 20) /* the sniffer's own event limit */
 
 /* An SSE event is complete: forward its bytes unless it is the usage chunk we added. */
 static void s_on_usage_event(void *arg, const usage_event_t *ev)
@@ -580,10 +580,13 @@ static void s_on_usage_event(void *arg, const usage_event_t *ev)
     gw_req_t *r = arg;
     if (ev->start < r->pend_base || ev->end > r->pend_base + r->pend_len)
         return; /* not in our window (never expected) */
-    if (!ev->usage_only)
+    if (!ev->usage_only) {
         s_out(r, r->pend + (ev->start - r->pend_base), (size_t)(ev->end - ev->start));
-    else
-        log_req(LOG_LVL_DEBUG, "usage_chunk_dropped", r->req_hex, r->agent_id,
+        return;
+    }
+    /* Dropped bytes are consumed all the same: the agent gets their credit back. */
+    r->credit_owed += (size_t)(ev->end - ev->start);
+    log_req(LOG_LVL_DEBUG, "usage_chunk_dropped", r->req_hex, r->agent_id,
                 "%llu bytes the user did not ask for", (unsigned long long)(ev->end - ev->start));
 }
 
@@ -594,13 +597,18 @@ static void s_relay_bytes(gw_req_t *r, const uint8_t *data, size_t len)
         s_out(r, data, len);
         return;
     }
-    if (r->pend_len + len > r->pend_cap) {
+    /* Held bytes are not credited until they are written, so the filter may hold at most a
+     * quarter of the window: beyond that the agent would wait for credit that never comes. */
+    size_t limit = (size_t)r->srv->cfg->gateway_credit_window / 4;
+    if (r->pend_len + len > r->pend_cap || r->pend_len + len > limit) {
         size_t ncap = r->pend_cap ? r->pend_cap : 8192;
         while (ncap < r->pend_len + len)
             ncap *= 2;
-        uint8_t *nb = ncap <= 2 * S_PEND_MAX ? realloc(r->pend, ncap) : NULL;
+        uint8_t *nb = r->pend_len + len <= limit ? realloc(r->pend, ncap) : NULL;
         if (!nb) {
             /* An event this large is no usage chunk: stop filtering, relay everything. */
+            log_req(LOG_LVL_INFO, "usage_filter_off", r->req_hex, r->agent_id,
+                    "an event over %zu bytes: relaying the stream unfiltered", limit);
             s_out(r, r->pend, r->pend_len);
             s_out(r, data, len);
             r->pend_len = 0;
