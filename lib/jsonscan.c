@@ -764,6 +764,7 @@ static int s_scan(jscan_t *s, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Checks the options, copies the extra names, allocates the one block a scan needs. */
 jscan_t *jscan_new(const jscan_opts_t *opts)
 {
     jscan_opts_t o = {0};
@@ -806,6 +807,7 @@ invalid:
     return NULL;
 }
 
+/* Frees the scanner. */
 void jscan_destroy(jscan_t **p)
 {
     if (!p || !*p)
@@ -814,6 +816,7 @@ void jscan_destroy(jscan_t **p)
     *p = NULL;
 }
 
+/* Forgets the body; the options stay. */
 void jscan_reset(jscan_t *s)
 {
     memset(&s->st, 0, sizeof s->st);
@@ -822,6 +825,7 @@ void jscan_reset(jscan_t *s)
     s->st.cap = -1;
 }
 
+/* Scans a chunk, stopping at the size limit. */
 int jscan_feed(jscan_t *s, const void *data, size_t len)
 {
     jscan_state_t *st = &s->st;
@@ -844,6 +848,7 @@ int jscan_feed(jscan_t *s, const void *data, size_t len)
     return 0;
 }
 
+/* Ends the body: incomplete is malformed; else the first verdict, if any. */
 int jscan_finish(jscan_t *s)
 {
     jscan_state_t *st = &s->st;
@@ -863,26 +868,31 @@ int jscan_finish(jscan_t *s)
     return st->err.code;
 }
 
+/* The summary of the captured members. */
 const jscan_result_t *jscan_result(const jscan_t *s)
 {
     return &s->st.res;
 }
 
+/* One captured member. */
 const jscan_value_t *jscan_value(const jscan_t *s, unsigned idx)
 {
     return idx < s->n_slots && idx < N_SLOTS ? &s->st.vals[idx] : NULL;
 }
 
+/* The first error or verdict. */
 const jscan_error_t *jscan_error(const jscan_t *s)
 {
     return &s->st.err;
 }
 
+/* Bytes scanned. */
 uint64_t jscan_offset(const jscan_t *s)
 {
     return s->st.pos;
 }
 
+/* A captured key's name. */
 const char *jscan_key_name(const jscan_t *s, unsigned idx)
 {
     return idx < s->n_slots && idx < N_SLOTS ? s->names[idx] : NULL;

@@ -145,7 +145,7 @@ void jscan_destroy(jscan_t **p);
 void jscan_reset(jscan_t *s);
 
 /* Scans the next len bytes of the body: 0, or -EBADMSG / -ELOOP / -EMSGSIZE, which every
- * later call returns again. -EALREADY after jscan_finish(). */
+ * later call returns again. After jscan_finish(): its error, or -EALREADY if it succeeded. */
 int jscan_feed(jscan_t *s, const void *data, size_t len);
 
 /* Marks the end of the body: 0 when it is a complete, valid object without duplicate or
