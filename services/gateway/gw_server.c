@@ -44,7 +44,12 @@ struct gw_req {
     struct lws *wsi;             /* the user's connection (NULL once it closed) */
     s_pss_t *pss;                /* its session slot */
     uint8_t req_id[16];          /* the stream, returned as x-request-id */
-    char req_hex[33];            /* map key and log field */
+    char req_hex[33];            /* x-request-id and log field */
+    uint8_t sid[16];             /* the current attempt's stream id on the bus: req_id for the
+                                  * first attempt, a variant of it for each retry, so that late
+                                  * envelopes of an abandoned attempt can never be taken for the
+                                  * new one's */
+    char sid_hex[33];            /* map key of the open stream */
     char path[128];              /* request path */
     char query[512];             /* query string (without '?') */
     bool proxy;                  /* a /v1 endpoint relayed to an agent */
@@ -181,11 +186,11 @@ static void s_cancel_stream(gw_req_t *r, const char *reason)
     if (!r->stream_open)
         return;
     bus_env_t e;
-    s_env_init(&e, BUS_T_REQ_CANCEL, r->req_id);
+    s_env_init(&e, BUS_T_REQ_CANCEL, r->sid);
     e.u.req_cancel.reason = (bus_str_t){reason, strlen(reason)};
     s_send(r->srv, &e);
     r->stream_open = false;
-    tun_map_del(r->srv->streams, r->req_hex);
+    tun_map_del(r->srv->streams, r->sid_hex);
     gw_routes_add_load(r->srv->routes, r->agent_id, -1);
     bus_timer_cancel(r->srv->loop, &r->timer);
 }
@@ -309,7 +314,7 @@ static void s_grant_credit(gw_req_t *r, bool force)
     if (!r->stream_open || !r->credit_owed || (!force && r->credit_owed < window / 4))
         return;
     bus_env_t e;
-    s_env_init(&e, BUS_T_CREDIT, r->req_id);
+    s_env_init(&e, BUS_T_CREDIT, r->sid);
     e.u.credit.bytes = r->credit_owed;
     if (s_send(r->srv, &e) == 0)
         r->credit_owed = 0;
@@ -404,7 +409,7 @@ static void s_first_byte_timeout(bus_timer_t *t)
 static int s_send_body(gw_req_t *r, const uint8_t *data, size_t len)
 {
     bus_env_t e;
-    s_env_init(&e, BUS_T_REQ_BODY, r->req_id);
+    s_env_init(&e, BUS_T_REQ_BODY, r->sid);
     e.u.req_body.data = (bus_bin_t){data, len};
     return s_send(r->srv, &e);
 }
@@ -422,7 +427,7 @@ static void s_attempt_failed(gw_req_t *r, int status, const char *why)
     snprintf(r->last_error, sizeof r->last_error, "%s", why);
     if (r->stream_open) {
         r->stream_open = false;
-        tun_map_del(r->srv->streams, r->req_hex);
+        tun_map_del(r->srv->streams, r->sid_hex);
         gw_routes_add_load(r->srv->routes, r->agent_id, -1);
         bus_timer_cancel(r->srv->loop, &r->timer);
     }
@@ -469,9 +474,13 @@ static void s_start_attempt(gw_req_t *r)
     memcpy(r->agent_id, pick.agent_id, sizeof r->agent_id);
     memcpy(r->tried[r->attempts], pick.agent_id, sizeof r->tried[0]);
     r->attempts++;
+    /* Attempt n's stream id: the request id with its last byte xor (n - 1). */
+    memcpy(r->sid, r->req_id, sizeof r->sid);
+    r->sid[15] ^= (uint8_t)(r->attempts - 1);
+    bus_req_id_hex(r->sid, r->sid_hex);
     /* req.open: what the agent needs to call its vendor; never the user's credentials. */
     bus_env_t e;
-    s_env_init(&e, BUS_T_REQ_OPEN, r->req_id);
+    s_env_init(&e, BUS_T_REQ_OPEN, r->sid);
     bus_req_open_t *o = &e.u.req_open;
     o->agent_id = (bus_str_t){r->agent_id, strlen(r->agent_id)};
     o->attempt = (uint64_t)r->attempts;
@@ -499,7 +508,7 @@ static void s_start_attempt(gw_req_t *r)
         return;
     }
     r->stream_open = true;
-    tun_map_put(srv->streams, r->req_hex, r);
+    tun_map_put(srv->streams, r->sid_hex, r);
     gw_routes_add_load(srv->routes, r->agent_id, +1);
     bus_timer_start(srv->loop, &r->timer, s_first_byte_timeout, r,
                     srv->cfg->gateway_first_byte_timeout_ms * 1000);
@@ -714,7 +723,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         bool had_head = r->answered;
         bus_str_t err = env->u.resp_end.error;
         r->stream_open = false;
-        tun_map_del(r->srv->streams, r->req_hex);
+        tun_map_del(r->srv->streams, r->sid_hex);
         gw_routes_add_load(r->srv->routes, r->agent_id, -1);
         bus_timer_cancel(r->srv->loop, &r->timer);
         if (!had_head) {

@@ -268,6 +268,17 @@ class Hub:
         assert r.status == 200
         return text
 
+    def metric_gw(self, name, labels=""):
+        """A sample from hub-gateway's metrics."""
+        c = http.client.HTTPConnection("127.0.0.1", self.gateway_metrics_port, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        for line in text.splitlines():
+            if line.startswith(name + "{") and labels in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     def wait_registry(self, count, timeout=5):
         """Waits until hub-tunnel's cached registry holds at least count agents."""
         wait_until(lambda: (self.metric("relayhub_tunnel_registry_agents") or 0) >= count,

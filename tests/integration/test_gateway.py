@@ -21,8 +21,9 @@ KEY = hub.user_key("alice")
 class ScriptedAgent(threading.Thread):
     """A tunnel client that serves models by script: model names say what to do."""
 
-    def __init__(self, name, models):
+    def __init__(self, name, models, fail=None, fail_models=()):
         super().__init__(daemon=True)
+        self.fail, self.fail_models = fail, set(fail_models)
         reg = Agent(hub, name)
         self.id = reg.id
         self.key = load_agent_key(reg.dir)
@@ -77,7 +78,12 @@ class ScriptedAgent(threading.Thread):
     async def answer(self, rid, p):
         model = p["model"]
         send = self.c.send
-        if model.endswith("-500"):
+        if model in self.fail_models and self.fail == "500":
+            await send(envelope("resp.head", {"status": 503, "headers": []}, req_id=rid))
+            await send(envelope("resp.end", {"error": "vendor 503"}, req_id=rid))
+        elif model in self.fail_models and self.fail == "drop":
+            await self.c.ws.close()
+        elif model.endswith("-500"):
             await send(envelope("resp.head", {"status": 500, "headers": []}, req_id=rid))
             await send(envelope("resp.end", {"error": "vendor 500"}, req_id=rid))
         elif model.endswith("-drop"):
@@ -120,10 +126,12 @@ class ScriptedAgent(threading.Thread):
             await send(envelope("resp.end", {"input_tokens": 1}, req_id=rid))
 
 
-a1 = ScriptedAgent("scripted-1", ["m-json", "m-sse", "m-500", "m-big", "m-silent", "shared"])
-a2 = ScriptedAgent("scripted-2", ["m-json", "shared", "only-2"])
-hub.wait_registry(2)
-for a in (a1, a2):
+a1 = ScriptedAgent("scripted-1", ["m-json", "m-sse", "m-500", "m-big", "m-silent", "shared",
+                                  "flaky"], fail="500", fail_models=["flaky"])
+a2 = ScriptedAgent("scripted-2", ["m-json", "shared", "only-2", "flaky", "fragile"])
+a3 = ScriptedAgent("scripted-3", ["fragile"], fail="drop", fail_models=["fragile"])
+hub.wait_registry(3)
+for a in (a1, a2, a3):
     a.start()
     assert a.ready.wait(10)
 wait_until(lambda: "m-json" in json.dumps(hub.gw("GET", "/v1/models", key=KEY)[1]),
@@ -253,6 +261,30 @@ def test_retry_on_vendor_500_uses_another_agent():
     agents = {chat("shared")[1]["agent"] for _ in range(20)}
     assert agents == {a1.id, a2.id}
     assert len(a2.opens) > before
+
+
+def test_vendor_5xx_is_retried_on_another_agent():
+    """a1 answers "flaky" with 503, a2 serves it: every request succeeds, some via a retry."""
+    before = len([o for o in a1.opens if o["model"] == "flaky"])
+    for _ in range(12):
+        st, body, h = chat("flaky")
+        assert st == 200 and body["agent"] == a2.id, (st, body)
+    tried_a1 = len([o for o in a1.opens if o["model"] == "flaky"]) - before
+    assert tried_a1 >= 1, "the least-loaded choice never picked a1 in 12 tries"
+    # the retry was the same request, attempt 2, on the other agent
+    attempts = [o["attempt"] for o in a2.opens if o["model"] == "flaky"]
+    assert 2 in attempts, attempts
+    assert hub.metric_gw("relayhub_gateway_retries_total") >= tried_a1
+
+
+def test_agent_dying_before_the_first_byte_is_retried():
+    """a3 drops its tunnel when asked for "fragile"; a2 serves it too."""
+    for _ in range(6):
+        st, body, _ = chat("fragile")
+        assert st == 200 and body["agent"] == a2.id, (st, body)
+        if a3.opens:
+            break
+    assert a3.opens, "a3 was never chosen"
 
 
 def test_first_byte_timeout_is_504_and_cancels():
