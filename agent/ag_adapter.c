@@ -63,6 +63,7 @@ struct s_xfer {
     size_t body_off;             /* first of them not yet read */
     int64_t upload_size;         /* Content-Length sent to the vendor; -1 until known */
     int64_t upload_sent;         /* bytes read by curl */
+    size_t upload_credit;        /* read by curl since the last credit sent to the gateway */
     bool send_paused;            /* upload paused for want of body bytes */
     /* response */
     uint64_t credit;             /* response bytes the gateway can take now */
@@ -317,6 +318,20 @@ static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
         memcpy(buf, x->body.data + x->body_off, n);
         x->body_off += n;
         x->upload_sent += (int64_t)n;
+        /* Flow control of the upload: the gateway sends the body only as far as we grant,
+         * so neither the tunnel nor this worker queues a large body. */
+        x->upload_credit += n;
+        if (x->upload_credit >= 64 * 1024 || x->upload_sent >= x->upload_size) {
+            bus_env_t e;
+            memset(&e, 0, sizeof e);
+            e.type = BUS_T_CREDIT;
+            e.version = BUS_PROTO_VERSION;
+            e.has_req_id = true;
+            memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+            e.u.credit.bytes = x->upload_credit;
+            if (s_xfer_send(x, &e) == 0)
+                x->upload_credit = 0;
+        }
         if (x->body_off == x->body.len) {
             bus_buf_reset(&x->body);
             x->body_off = 0;

@@ -462,7 +462,7 @@ static void s_on_worker(void *arg, void *zsock)
     if (!st || st->slot != sl)
         goto out; /* the stream ended here first (cancel, retry) */
     if ((env.type != BUS_T_RESP_HEAD && env.type != BUS_T_RESP_CHUNK &&
-         env.type != BUS_T_RESP_END) || !env.has_req_id ||
+         env.type != BUS_T_RESP_END && env.type != BUS_T_CREDIT) || !env.has_req_id ||
         memcmp(env.req_id, st->req_id, BUS_REQ_ID_LEN) != 0) {
         log_warn("bad_message", "adapter %d sent %s for another stream", sl->index,
                  bus_type_name(env.type));

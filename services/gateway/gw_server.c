@@ -67,6 +67,9 @@ struct gw_req {
     bool body_released;          /* a piece was sent and dropped: no retry possible */
     s_seg_t *held;               /* the latest piece, held until the next or the end */
     bool body_complete;          /* the whole body arrived and is valid */
+    uint64_t body_sent;          /* body bytes sent to the current attempt's agent */
+    uint64_t body_allowed;       /* how far the agent lets us send (its credit) */
+    bool rx_paused;              /* reading the user's body is paused for lack of credit */
     /* routing */
     char agent_id[65];           /* current attempt's agent */
     char tried[S_MAX_TRIES][65]; /* agents tried */
@@ -405,12 +408,18 @@ static void s_first_byte_timeout(bus_timer_t *t)
     s_fail(r, 504, "server_error", "timeout", "the provider did not answer in time");
 }
 
-/* Sends a body piece to the agent of the current attempt. */
+/* Sends a body piece to the agent of the current attempt; pauses reading the user's body when
+ * the agent's upload window is spent (it grants more with credit as its vendor reads). */
 static int s_send_body(gw_req_t *r, const uint8_t *data, size_t len)
 {
     bus_env_t e;
     s_env_init(&e, BUS_T_REQ_BODY, r->sid);
     e.u.req_body.data = (bus_bin_t){data, len};
+    r->body_sent += len;
+    if (r->body_sent >= r->body_allowed && !r->rx_paused && r->wsi && !r->body_complete) {
+        r->rx_paused = true;
+        lws_rx_flow_control(r->wsi, 0);
+    }
     return s_send(r->srv, &e);
 }
 
@@ -508,6 +517,8 @@ static void s_start_attempt(gw_req_t *r)
         return;
     }
     r->stream_open = true;
+    r->body_sent = 0;
+    r->body_allowed = 4 * (uint64_t)srv->cfg->gateway_credit_window; /* the upload window */
     tun_map_put(srv->streams, r->sid_hex, r);
     gw_routes_add_load(srv->routes, r->agent_id, +1);
     bus_timer_start(srv->loop, &r->timer, s_first_byte_timeout, r,
@@ -754,6 +765,14 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
             lws_callback_on_writable(r->wsi);
         return;
     }
+    case BUS_T_CREDIT:
+        /* The agent's vendor took body bytes: send more of the body. */
+        r->body_allowed += env->u.credit.bytes;
+        if (r->rx_paused && r->body_sent < r->body_allowed && r->wsi) {
+            r->rx_paused = false;
+            lws_rx_flow_control(r->wsi, 1);
+        }
+        return;
     default:
         return;
     }

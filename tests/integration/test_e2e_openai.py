@@ -2,8 +2,10 @@
 hub-tunnel → agent → agent-adapter → fake OpenAI over HTTPS (reached through the agent's
 test-only connect_to, so URL, Host and SNI stay api.openai.com)."""
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +98,51 @@ def test_wrong_key_is_an_authentication_error():
 def test_unknown_model_is_not_found():
     out = sdk("unknown_model")["unknown_model"]
     assert out["rejected"] and out["isNotFound"] and out["code"] == "model_not_found", out
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    return 0
+
+
+def _procs():
+    """The chain's processes: name → pid."""
+    out = {"hub-gateway": hub.gateway.pid, "hub-tunnel": hub.proc.pid, "agent": agent.proc.pid}
+    kids = subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True,
+                          text=True).stdout.split()
+    for i, k in enumerate(kids):
+        out["agent-adapter-%d" % i] = int(k)
+    return out
+
+
+def _post(body, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", hub.gateway_port, timeout=timeout)
+    c.request("POST", "/v1/chat/completions", body=body,
+              headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_20_mib_body_passes_and_40_mib_is_413():
+    fv.reset()
+    big = json.dumps({"model": "gpt-4o-mini", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "y" * (20 << 20)}]}).encode()
+    st, data = _post(big)
+    assert st == 200, (st, data[:300])
+    assert fv.last()["body_len"] == len(big)
+    # 40 MiB: refused from the headers, before the body is read
+    c = socket.create_connection(("127.0.0.1", hub.gateway_port), timeout=30)
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+              KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: %d"
+              b"\r\n\r\n{\"model\":\"gpt-4o-mini\"," % (40 << 20))
+    resp = c.recv(65536)
+    c.close()
+    assert resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp, resp[:300]
 
 
 run_tests(globals())
