@@ -145,4 +145,31 @@ def test_20_mib_body_passes_and_40_mib_is_413():
     assert resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp, resp[:300]
 
 
+def test_50_chunks_20ms_apart_arrive_as_50_reads():
+    fv.reset()
+    fv.config(chunks=50, **{"delay-ms": 20})
+    c = http.client.HTTPConnection("127.0.0.1", hub.gateway_port, timeout=30)
+    c.request("POST", "/v1/chat/completions",
+              json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": []}),
+              {"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200
+    arrivals, buf = [], b""
+    while True:
+        piece = r.read1(65536)
+        if not piece:
+            break
+        buf += piece
+        n = buf.count(b'"content":" tok') + buf.count(b'"content":"tok')
+        while len(arrivals) < n:
+            arrivals.append(time.monotonic())
+    c.close()
+    fv.config(chunks=5, **{"delay-ms": 0})
+    assert len(arrivals) == 50, len(arrivals)
+    gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:]))
+    # no batching: the chunks keep the vendor's pacing (a batch would show ~0 gaps)
+    assert gaps[len(gaps) // 2] > 0.010, gaps
+    print("    median gap between chunks at the client: %.1f ms" % (1000 * gaps[len(gaps) // 2]))
+
+
 run_tests(globals())
