@@ -172,4 +172,36 @@ def test_50_chunks_20ms_apart_arrive_as_50_reads():
     print("    median gap between chunks at the client: %.1f ms" % (1000 * gaps[len(gaps) // 2]))
 
 
+def test_tls_gateway_streams():
+    """A second gateway with TLS (the hub's own certificate), sharing the tunnel: HTTPS with
+    streaming. (HTTP/2 is not offered yet: ALPN is http/1.1.)"""
+    from harness import BIN, free_port, spawn
+    port = free_port()
+    crt, key = os.path.join(hub.dir, "hub.crt"), os.path.join(hub.dir, "hub.key")
+    gw2 = spawn([BIN["hub-gateway"], "--config", hub.conf,
+                 "--set", "gateway.listen=127.0.0.1:%d" % port,
+                 "--set", "gateway.cert=" + crt, "--set", "gateway.key=" + key,
+                 "--set", "gateway.metrics_listen=", "--set", "bus.gateway_tap=",
+                 "--set", "gateway.name=gateway-tls"], os.path.join(root, "gateway-tls.log"))
+    url = "https://127.0.0.1:%d/v1/chat/completions" % port
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": []})
+    wait_until(lambda: subprocess.run(["curl", "-sk", "https://127.0.0.1:%d/healthz" % port],
+                                      capture_output=True).returncode == 0, what="TLS gateway")
+    wait_until(lambda: "gpt-4o-mini" in subprocess.run(
+        ["curl", "-sk", "-H", "Authorization: Bearer " + KEY,
+         "https://127.0.0.1:%d/v1/models" % port], capture_output=True, text=True).stdout,
+        timeout=10, what="routing table of the second gateway")
+    for flag, proto in (("--http1.1", "HTTP/1.1"),):
+        r = subprocess.run(["curl", "-skN", flag, "-D", "-", url,
+                            "-H", "Authorization: Bearer " + KEY,
+                            "-H", "Content-Type: application/json", "-d", body],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(proto), r.stdout[:100]
+        assert "x-request-id:" in r.stdout.lower()
+        assert "data: [DONE]" in r.stdout and '"content":" tok4"' in r.stdout, r.stdout[-500:]
+    gw2.terminate()
+    assert gw2.wait(timeout=10) == 0
+
+
 run_tests(globals())
