@@ -180,11 +180,7 @@ static int s_send_head(s_xfer_t *x)
     bus_buf_t scratch;
     bus_buf_init(&scratch, S_MAX_RESP_HEADER_BYTES * 2);
     bus_env_t e;
-    memset(&e, 0, sizeof e);
-    e.type = BUS_T_RESP_HEAD;
-    e.version = BUS_PROTO_VERSION;
-    e.has_req_id = true;
-    memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+    bus_env_init(&e, BUS_T_RESP_HEAD, x->req_id);
     e.u.resp_head.status = (uint64_t)(x->status > 0 ? x->status : 502);
     int rc = bus_list_encode_kvs(&scratch, kv, n, &e.u.resp_head.headers);
     if (rc == 0)
@@ -291,11 +287,7 @@ static size_t s_on_write(char *ptr, size_t size, size_t nmemb, void *userp)
         return CURL_WRITEFUNC_PAUSE;
     }
     bus_env_t e;
-    memset(&e, 0, sizeof e);
-    e.type = BUS_T_RESP_CHUNK;
-    e.version = BUS_PROTO_VERSION;
-    e.has_req_id = true;
-    memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+    bus_env_init(&e, BUS_T_RESP_CHUNK, x->req_id);
     e.u.resp_chunk.data = (bus_bin_t){(const uint8_t *)ptr, n};
     if (s_xfer_send(x, &e) != 0) {
         x->failed = true;
@@ -323,11 +315,7 @@ static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
         x->upload_credit += n;
         if (x->upload_credit >= 64 * 1024 || x->upload_sent >= x->upload_size) {
             bus_env_t e;
-            memset(&e, 0, sizeof e);
-            e.type = BUS_T_CREDIT;
-            e.version = BUS_PROTO_VERSION;
-            e.has_req_id = true;
-            memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+            bus_env_init(&e, BUS_T_CREDIT, x->req_id);
             e.u.credit.bytes = x->upload_credit;
             if (s_xfer_send(x, &e) == 0)
                 x->upload_credit = 0;
@@ -369,11 +357,7 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
         if (!x->head_sent)
             s_send_head(x);
         bus_env_t e;
-        memset(&e, 0, sizeof e);
-        e.type = BUS_T_RESP_END;
-        e.version = BUS_PROTO_VERSION;
-        e.has_req_id = true;
-        memcpy(e.req_id, x->req_id, BUS_REQ_ID_LEN);
+        bus_env_init(&e, BUS_T_RESP_END, x->req_id);
         if (x->usage) {
             usage_finish(x->usage);
             const usage_t *u = usage_get(x->usage);
@@ -719,9 +703,7 @@ static void s_on_msg(void *arg, void *zsock)
     if (sid == 0) {
         if (env.type == BUS_T_PING) {
             bus_env_t r;
-            memset(&r, 0, sizeof r);
-            r.type = BUS_T_PONG;
-            r.version = BUS_PROTO_VERSION;
+            bus_env_init(&r, BUS_T_PONG, NULL);
             r.u.pong.seq = env.u.ping.seq;
             s_send_sid(a, 0, &r);
         }
@@ -836,9 +818,7 @@ ag_adapter_t *ag_adapter_new(bus_loop_t *loop, const ag_config_t *cfg, const ag_
     if (!a->watch)
         goto fail;
     bus_env_t h;
-    memset(&h, 0, sizeof h);
-    h.type = BUS_T_HELLO;
-    h.version = BUS_PROTO_VERSION;
+    bus_env_init(&h, BUS_T_HELLO, NULL);
     h.u.hello.proto_version = BUS_PROTO_VERSION;
     h.u.hello.agent_version = bus_str_c("relayhub-adapter/" RELAYHUB_VERSION);
     if (s_send_sid(a, 0, &h) != 0)

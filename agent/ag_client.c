@@ -180,9 +180,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
         log_agent(LOG_LVL_WARN, "bad_message", c->agent_id, "from the hub: %s", err);
         if (rc == -ENOTSUP && c->state == S_READY) {
             bus_env_t r;
-            memset(&r, 0, sizeof r);
-            r.type = BUS_T_ERROR;
-            r.version = BUS_PROTO_VERSION;
+            bus_env_init(&r, BUS_T_ERROR, NULL);
             r.has_req_id = env.has_req_id;
             memcpy(r.req_id, env.req_id, 16);
             r.u.error.code = 400;
@@ -206,9 +204,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
             return;
         }
         bus_env_t a;
-        memset(&a, 0, sizeof a);
-        a.type = BUS_T_AUTH;
-        a.version = BUS_PROTO_VERSION;
+        bus_env_init(&a, BUS_T_AUTH, NULL);
         a.u.auth.agent_id = (bus_str_t){c->agent_id, strlen(c->agent_id)};
         a.u.auth.nonce = env.u.challenge.nonce;
         a.u.auth.signature = (bus_bin_t){sig, sizeof sig};
@@ -243,9 +239,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
     switch (env.type) {
     case BUS_T_PING: {
         bus_env_t r;
-        memset(&r, 0, sizeof r);
-        r.type = BUS_T_PONG;
-        r.version = BUS_PROTO_VERSION;
+        bus_env_init(&r, BUS_T_PONG, NULL);
         r.u.pong.seq = env.u.ping.seq;
         r.u.pong.t_us = env.u.ping.t_us;
         s_send(c, &r);
@@ -263,9 +257,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
                 (int)(env.u.admin_echo.text.len > 200 ? 200 : env.u.admin_echo.text.len),
                 env.u.admin_echo.text.len ? env.u.admin_echo.text.p : "");
         bus_env_t r;
-        memset(&r, 0, sizeof r);
-        r.type = BUS_T_ADMIN_ECHO;
-        r.version = BUS_PROTO_VERSION;
+        bus_env_init(&r, BUS_T_ADMIN_ECHO, NULL);
         r.has_req_id = env.has_req_id;
         memcpy(r.req_id, env.req_id, 16);
         r.u.admin_echo.text = env.u.admin_echo.text;
@@ -290,9 +282,7 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
         break;
     }
     bus_env_t r;
-    memset(&r, 0, sizeof r);
-    r.type = BUS_T_ERROR;
-    r.version = BUS_PROTO_VERSION;
+    bus_env_init(&r, BUS_T_ERROR, NULL);
     r.has_req_id = env.has_req_id;
     memcpy(r.req_id, env.req_id, 16);
     r.u.error.code = 501;
@@ -358,9 +348,7 @@ static int s_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
         c->dead_after_ms = c->cfg->dead_after_ms;
         s_set_state(c, S_AWAIT_CHALLENGE, "established");
         bus_env_t h;
-        memset(&h, 0, sizeof h);
-        h.type = BUS_T_HELLO;
-        h.version = BUS_PROTO_VERSION;
+        bus_env_init(&h, BUS_T_HELLO, NULL);
         h.u.hello.proto_version = BUS_PROTO_VERSION;
         h.u.hello.agent_version = (bus_str_t){S_AGENT_VERSION, strlen(S_AGENT_VERSION)};
         s_send(c, &h);

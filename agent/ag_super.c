@@ -144,11 +144,7 @@ static void s_cancel_at_worker(ag_super_t *s, s_stream_t *st, const char *reason
     if (!st->slot->pid)
         return;
     bus_env_t e;
-    memset(&e, 0, sizeof e);
-    e.type = BUS_T_REQ_CANCEL;
-    e.version = BUS_PROTO_VERSION;
-    e.has_req_id = true;
-    memcpy(e.req_id, st->req_id, BUS_REQ_ID_LEN);
+    bus_env_init(&e, BUS_T_REQ_CANCEL, st->req_id);
     e.u.req_cancel.reason = bus_str_c(reason);
     s_env_to_worker(s, st->slot, st->sid, &e);
 }
@@ -375,9 +371,7 @@ static int s_announce_now(ag_super_t *s, const char *agent_id)
     bus_buf_t scratch;
     bus_buf_init(&scratch, 64 * 1024);
     bus_env_t e;
-    memset(&e, 0, sizeof e);
-    e.type = BUS_T_PRESENCE;
-    e.version = BUS_PROTO_VERSION;
+    bus_env_init(&e, BUS_T_PRESENCE, NULL);
     e.u.presence.agent_id = bus_str_c(agent_id);
     e.u.presence.state = bus_str_c("up");
     e.u.presence.capacity = capacity;
@@ -622,9 +616,7 @@ static void s_on_ping(bus_timer_t *t)
     ag_super_t *s = t->arg;
     uint64_t now = plat_mono_us();
     bus_env_t e;
-    memset(&e, 0, sizeof e);
-    e.type = BUS_T_PING;
-    e.version = BUS_PROTO_VERSION;
+    bus_env_init(&e, BUS_T_PING, NULL);
     e.u.ping.seq = ++s->ping_seq;
     for (int i = 0; i < s->nslots; i++) {
         s_slot_t *sl = &s->slots[i];

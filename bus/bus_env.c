@@ -1073,3 +1073,14 @@ int bus_req_id_parse(const char *hex, uint8_t out[BUS_REQ_ID_LEN])
     memcpy(out, tmp, sizeof tmp);
     return 0;
 }
+
+void bus_env_init(bus_env_t *env, bus_type_t t, const uint8_t *req_id)
+{
+    memset(env, 0, sizeof *env);
+    env->type = t;
+    env->version = BUS_PROTO_VERSION;
+    if (req_id) {
+        env->has_req_id = true;
+        memcpy(env->req_id, req_id, BUS_REQ_ID_LEN);
+    }
+}

@@ -140,6 +140,10 @@ bus_type_t bus_type_from_name(const char *s, size_t len);
  * string over its maximum or not UTF-8, a bin of the wrong length such as a nonce that is not
  * 32 bytes, a malformed list or one with too many entries); -EMSGSIZE when the envelope alone
  * would exceed BUS_ENV_MAX_BYTES; -ENOSPC when out would grow past out->max; -ENOMEM. */
+/* Clears env and makes it an envelope of type t at the current protocol version, for the
+ * stream req_id (NULL: a control message without one). */
+void bus_env_init(bus_env_t *env, bus_type_t t, const uint8_t *req_id);
+
 int bus_env_encode(const bus_env_t *env, bus_buf_t *out);
 
 /* Decodes one envelope that fills buf[0..len) exactly. Slices in *out borrow from buf.

@@ -174,22 +174,13 @@ static int s_send(gw_server_t *srv, const bus_env_t *env)
     return 0;
 }
 
-static void s_env_init(bus_env_t *e, bus_type_t t, const uint8_t req_id[16])
-{
-    memset(e, 0, sizeof *e);
-    e->type = t;
-    e->version = BUS_PROTO_VERSION;
-    e->has_req_id = true;
-    memcpy(e->req_id, req_id, 16);
-}
-
 /* Tells the agent of the current attempt to stop, and forgets the stream. */
 static void s_cancel_stream(gw_req_t *r, const char *reason)
 {
     if (!r->stream_open)
         return;
     bus_env_t e;
-    s_env_init(&e, BUS_T_REQ_CANCEL, r->sid);
+    bus_env_init(&e, BUS_T_REQ_CANCEL, r->sid);
     e.u.req_cancel.reason = (bus_str_t){reason, strlen(reason)};
     s_send(r->srv, &e);
     r->stream_open = false;
@@ -317,7 +308,7 @@ static void s_grant_credit(gw_req_t *r, bool force)
     if (!r->stream_open || !r->credit_owed || (!force && r->credit_owed < window / 4))
         return;
     bus_env_t e;
-    s_env_init(&e, BUS_T_CREDIT, r->sid);
+    bus_env_init(&e, BUS_T_CREDIT, r->sid);
     e.u.credit.bytes = r->credit_owed;
     if (s_send(r->srv, &e) == 0)
         r->credit_owed = 0;
@@ -413,7 +404,7 @@ static void s_first_byte_timeout(bus_timer_t *t)
 static int s_send_body(gw_req_t *r, const uint8_t *data, size_t len)
 {
     bus_env_t e;
-    s_env_init(&e, BUS_T_REQ_BODY, r->sid);
+    bus_env_init(&e, BUS_T_REQ_BODY, r->sid);
     e.u.req_body.data = (bus_bin_t){data, len};
     r->body_sent += len;
     if (r->body_sent >= r->body_allowed && !r->rx_paused && r->wsi && !r->body_complete) {
@@ -489,7 +480,7 @@ static void s_start_attempt(gw_req_t *r)
     bus_req_id_hex(r->sid, r->sid_hex);
     /* req.open: what the agent needs to call its vendor; never the user's credentials. */
     bus_env_t e;
-    s_env_init(&e, BUS_T_REQ_OPEN, r->sid);
+    bus_env_init(&e, BUS_T_REQ_OPEN, r->sid);
     bus_req_open_t *o = &e.u.req_open;
     o->agent_id = (bus_str_t){r->agent_id, strlen(r->agent_id)};
     o->attempt = (uint64_t)r->attempts;
@@ -807,7 +798,7 @@ static void s_on_dealer(void *arg, void *zsock)
     else if (env.type == BUS_T_RESP_HEAD || env.type == BUS_T_RESP_CHUNK) {
         /* A stream we gave up on: make the agent stop. */
         bus_env_t c;
-        s_env_init(&c, BUS_T_REQ_CANCEL, env.req_id);
+        bus_env_init(&c, BUS_T_REQ_CANCEL, env.req_id);
         c.u.req_cancel.reason = bus_str_c("no such request at the gateway");
         s_send(srv, &c);
     }

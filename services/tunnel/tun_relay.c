@@ -49,11 +49,7 @@ static void s_gateway_error(tun_server_t *srv, const uint8_t *ident, size_t iden
                             const uint8_t req_id[16], int code, const char *msg)
 {
     bus_env_t r;
-    memset(&r, 0, sizeof r);
-    r.type = BUS_T_ERROR;
-    r.version = BUS_PROTO_VERSION;
-    r.has_req_id = true;
-    memcpy(r.req_id, req_id, 16);
+    bus_env_init(&r, BUS_T_ERROR, req_id);
     r.u.error.code = code;
     r.u.error.message = (bus_str_t){msg, strlen(msg)};
     tun_bus_send(srv, ident, ident_len, &r);
@@ -63,11 +59,7 @@ static void s_gateway_error(tun_server_t *srv, const uint8_t *ident, size_t iden
 static void s_end_to_gateway(tun_server_t *srv, tun_stream_t *st, const char *error)
 {
     bus_env_t r;
-    memset(&r, 0, sizeof r);
-    r.type = BUS_T_RESP_END;
-    r.version = BUS_PROTO_VERSION;
-    r.has_req_id = true;
-    memcpy(r.req_id, st->req_id, 16);
+    bus_env_init(&r, BUS_T_RESP_END, st->req_id);
     r.u.resp_end.error = (bus_str_t){error, strlen(error)};
     tun_bus_send(srv, st->ident, st->ident_len, &r);
 }
@@ -76,11 +68,7 @@ static void s_end_to_gateway(tun_server_t *srv, tun_stream_t *st, const char *er
 static void s_cancel_to_agent(tun_conn_t *c, const uint8_t req_id[16], const char *reason)
 {
     bus_env_t r;
-    memset(&r, 0, sizeof r);
-    r.type = BUS_T_REQ_CANCEL;
-    r.version = BUS_PROTO_VERSION;
-    r.has_req_id = true;
-    memcpy(r.req_id, req_id, 16);
+    bus_env_init(&r, BUS_T_REQ_CANCEL, req_id);
     r.u.req_cancel.reason = (bus_str_t){reason, strlen(reason)};
     tun_conn_send(c, &r);
 }

@@ -145,9 +145,7 @@ static void s_publish_presence(tun_server_t *srv, tun_conn_t *c, const char *sta
                                const char *reason)
 {
     bus_env_t env;
-    memset(&env, 0, sizeof env);
-    env.type = BUS_T_PRESENCE;
-    env.version = BUS_PROTO_VERSION;
+    bus_env_init(&env, BUS_T_PRESENCE, NULL);
     bus_presence_t *p = &env.u.presence;
     p->agent_id = (bus_str_t){c->hs.agent_id, strlen(c->hs.agent_id)};
     p->state = (bus_str_t){state, strlen(state)};
@@ -335,11 +333,7 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
     snprintf(p->agent_id, sizeof p->agent_id, "%s", agent_id);
     p->started_us = plat_mono_us();
     bus_env_t env;
-    memset(&env, 0, sizeof env);
-    env.type = BUS_T_ADMIN_ECHO;
-    env.version = BUS_PROTO_VERSION;
-    env.has_req_id = true;
-    memcpy(env.req_id, p->req_id, 16);
+    bus_env_init(&env, BUS_T_ADMIN_ECHO, p->req_id);
     env.u.admin_echo.text = (bus_str_t){text, text_len};
     if (tun_map_put(srv->pending, p->req_hex, p) != 0 || tun_conn_send(c, &env) != 0) {
         tun_map_del(srv->pending, p->req_hex);
@@ -370,9 +364,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
         return;
     case BUS_T_PING: {
         bus_env_t r;
-        memset(&r, 0, sizeof r);
-        r.type = BUS_T_PONG;
-        r.version = BUS_PROTO_VERSION;
+        bus_env_init(&r, BUS_T_PONG, NULL);
         r.u.pong.seq = env->u.ping.seq;
         r.u.pong.t_us = env->u.ping.t_us;
         tun_conn_send(c, &r);
@@ -430,9 +422,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
     default: {
         /* Known to the schema but not handled by this tunnel: an error reply, not a close. */
         bus_env_t r;
-        memset(&r, 0, sizeof r);
-        r.type = BUS_T_ERROR;
-        r.version = BUS_PROTO_VERSION;
+        bus_env_init(&r, BUS_T_ERROR, NULL);
         r.has_req_id = env->has_req_id;
         memcpy(r.req_id, env->req_id, 16);
         r.u.error.code = 501;
@@ -468,9 +458,7 @@ static void s_on_authenticated(tun_conn_t *c)
     bus_metric_inc(srv->m.handshakes_ok);
     bus_metric_set(srv->m.connected, (int64_t)tun_map_count(srv->agents));
     bus_env_t w;
-    memset(&w, 0, sizeof w);
-    w.type = BUS_T_WELCOME;
-    w.version = BUS_PROTO_VERSION;
+    bus_env_init(&w, BUS_T_WELCOME, NULL);
     w.u.welcome.agent_id = (bus_str_t){c->hs.agent_id, strlen(c->hs.agent_id)};
     w.u.welcome.heartbeat_ms = (uint64_t)srv->cfg->tunnel_heartbeat_ms;
     w.u.welcome.dead_after_ms = (uint64_t)srv->cfg->tunnel_dead_after_ms;
@@ -500,9 +488,7 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
         bus_metric_inc(srv->m.decode_errors);
         if (rc == -ENOTSUP && c->hs.state == TUN_HS_READY) {
             bus_env_t r;
-            memset(&r, 0, sizeof r);
-            r.type = BUS_T_ERROR;
-            r.version = BUS_PROTO_VERSION;
+            bus_env_init(&r, BUS_T_ERROR, NULL);
             r.has_req_id = env.has_req_id;
             memcpy(r.req_id, env.req_id, 16);
             r.u.error.code = 400;
@@ -531,9 +517,7 @@ static void s_on_message(tun_conn_t *c, const uint8_t *buf, size_t len)
     switch (r.action) {
     case TUN_HS_SEND_CHALLENGE: {
         bus_env_t ch;
-        memset(&ch, 0, sizeof ch);
-        ch.type = BUS_T_CHALLENGE;
-        ch.version = BUS_PROTO_VERSION;
+        bus_env_init(&ch, BUS_T_CHALLENGE, NULL);
         ch.u.challenge.proto_version = BUS_PROTO_VERSION;
         ch.u.challenge.nonce = (bus_bin_t){c->hs.nonce, ID_NONCE_LEN};
         ch.u.challenge.expires_ms = (uint64_t)srv->cfg->tunnel_handshake_timeout_ms;
@@ -906,9 +890,7 @@ static void s_on_router(void *arg, void *zsock)
     char err[160] = "";
     int rc = bus_env_decode(buf, len, &env, err, sizeof err);
     bus_env_t r;
-    memset(&r, 0, sizeof r);
-    r.version = BUS_PROTO_VERSION;
-    r.type = BUS_T_ERROR;
+    bus_env_init(&r, BUS_T_ERROR, NULL);
     if (rc != 0) {
         bus_metric_inc(srv->m.decode_errors);
         log_warn("bad_bus_message", "%s", err);
@@ -1032,9 +1014,7 @@ static void s_sweep(bus_timer_t *t)
         }
         if (now - c->ping_mono_us >= hb) {
             bus_env_t p;
-            memset(&p, 0, sizeof p);
-            p.type = BUS_T_PING;
-            p.version = BUS_PROTO_VERSION;
+            bus_env_init(&p, BUS_T_PING, NULL);
             p.u.ping.seq = ++c->ping_seq;
             p.u.ping.t_us = plat_wall_us();
             c->ping_mono_us = now;
