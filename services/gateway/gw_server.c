@@ -92,6 +92,7 @@ struct gw_req {
     /* usage chunk filter: the agent asked for usage the user did not ask for; that one SSE
      * event is read here and not forwarded (DESIGN §4) */
     bool drop_usage;             /* set at req.open */
+    bool filtering;              /* the usage-chunk filter is on for this response */
     usage_sniffer_t *sniff;      /* reads the stream as it is relayed */
     uint8_t *pend;               /* bytes of the event still being received */
     size_t pend_len, pend_cap;   /* its length and capacity */
@@ -381,9 +382,17 @@ static int s_writeable(gw_req_t *r, struct lws *wsi)
             return -1;
     }
 done:
-    log_req(LOG_LVL_INFO, "request_done", r->req_hex, r->agent_id[0] ? r->agent_id : NULL,
-            "%s %d in %.3f ms (attempts %d)", r->path, r->status,
-            (double)(plat_mono_us() - r->started_us) / 1000.0, r->attempts);
+    const usage_t *u = usage_get(r->sniff);
+    double ms = (double)(plat_mono_us() - r->started_us) / 1000.0;
+    if (u)
+        log_req(LOG_LVL_INFO, "request_done", r->req_hex, r->agent_id,
+                "%s %d in %.3f ms (attempts %d); usage %s: in %lld, out %lld, cached %lld",
+                r->path, r->status, ms, r->attempts, u->found ? "reported" : "not seen",
+                (long long)u->input_tokens, (long long)u->output_tokens,
+                (long long)u->cached_input_tokens);
+    else
+        log_req(LOG_LVL_INFO, "request_done", r->req_hex, r->agent_id[0] ? r->agent_id : NULL,
+                "%s %d in %.3f ms (attempts %d)", r->path, r->status, ms, r->attempts);
     bool close_after = r->close_after;
     s_req_free(r);
     if (close_after || lws_http_transaction_completed(wsi))
@@ -604,8 +613,11 @@ static void s_on_usage_event(void *arg, const usage_event_t *ev)
 /* Relays response bytes, through the usage filter when it is on. */
 static void s_relay_bytes(gw_req_t *r, const uint8_t *data, size_t len)
 {
-    if (!r->sniff) {
+    if (!r->filtering) {
+        /* What the user gets is what the gateway's figure counts (DESIGN §4). */
         s_out(r, data, len);
+        if (r->sniff)
+            usage_feed(r->sniff, data, len);
         return;
     }
     /* Held bytes are not credited until they are written, so the filter may hold at most a
@@ -623,7 +635,9 @@ static void s_relay_bytes(gw_req_t *r, const uint8_t *data, size_t len)
             s_out(r, r->pend, r->pend_len);
             s_out(r, data, len);
             r->pend_len = 0;
-            usage_destroy(&r->sniff);
+            r->filtering = false;
+            usage_set_event_cb(r->sniff, NULL, NULL);
+            usage_feed(r->sniff, data, len);
             return;
         }
         r->pend = nb;
@@ -647,7 +661,9 @@ static void s_relay_bytes(gw_req_t *r, const uint8_t *data, size_t len)
 /* The stream ended: whatever the filter still holds goes out as it is. */
 static void s_relay_flush(gw_req_t *r)
 {
-    if (r->sniff) {
+    if (r->sniff && !r->filtering)
+        usage_finish(r->sniff);
+    if (r->sniff && r->filtering) {
         usage_finish(r->sniff);
         uint64_t hold = usage_hold_from(r->sniff);
         if (hold > r->pend_base && hold - r->pend_base <= r->pend_len) {
@@ -690,12 +706,16 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         r->status = status >= 100 && status <= 599 ? status : 502;
         r->chunked = true;
         s_take_headers(r, &env->u.resp_head.headers);
-        if (r->drop_usage && r->status == 200 && r->hdrs && strstr(r->hdrs, "text/event-stream")) {
-            usage_format_t fmt = strcmp(r->path, "/v1/completions") == 0
-                                     ? USAGE_OPENAI_COMPLETIONS
-                                     : USAGE_OPENAI_CHAT;
-            r->sniff = usage_new(fmt, true, S_PEND_MAX);
-            if (r->sniff)
+        if (r->status == 200) {
+            /* The gateway's usage figure: read from exactly the bytes the user receives. */
+            bool sse = r->hdrs && strstr(r->hdrs, "text/event-stream");
+            usage_format_t fmt = strcmp(r->path, "/v1/completions") == 0  ? USAGE_OPENAI_COMPLETIONS
+                                 : strcmp(r->path, "/v1/embeddings") == 0 ? USAGE_OPENAI_EMBEDDINGS
+                                 : strcmp(r->path, "/v1/responses") == 0  ? USAGE_OPENAI_RESPONSES
+                                                                          : USAGE_OPENAI_CHAT;
+            r->sniff = usage_new(fmt, sse, S_PEND_MAX);
+            r->filtering = r->sniff && r->drop_usage && sse;
+            if (r->filtering)
                 usage_set_event_cb(r->sniff, s_on_usage_event, r);
         }
         if (r->wsi)

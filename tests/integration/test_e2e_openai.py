@@ -72,6 +72,11 @@ def test_streamed_text_equals_what_the_vendor_sent():
     assert stream["usageChunks"] == 0, stream
     body = fv.last()["body"]
     assert '"include_usage":true' in body.replace(" ", "")
+    # ...while the gateway read it from the bytes it relayed (DESIGN §4: the gateway's figure)
+    from harness import find_events
+    done = [e for e in find_events(hub.gateway_log, "request_done")
+            if "/v1/chat/completions 200" in e["msg"]]
+    assert "usage reported: in" in done[-1]["msg"] and "out 20" in done[-1]["msg"], done[-1]
 
 
 def test_stream_with_usage_when_asked():
