@@ -20,6 +20,7 @@ typedef struct s_job {
     uint8_t hash[APIKEY_HASH_LEN]; /* what to look up */
     int status;                   /* result: 0, -EACCES, -EAGAIN */
     gw_principal_t who;           /* result when 0 */
+    uint64_t gen;                 /* cache generation when queued */
     gw_auth_cb cb;                /* requester */
     void *arg;
 } s_job_t;
@@ -50,6 +51,7 @@ struct gw_auth {
     bool quit;                  /* stop the worker */
     atomic_bool ready;          /* database reached once */
     uint64_t hits, misses;      /* statistics */
+    uint64_t gen;               /* bumped by every flush */
 };
 
 static void s_hex(const uint8_t hash[APIKEY_HASH_LEN], char out[2 * APIKEY_HASH_LEN + 1])
@@ -66,6 +68,7 @@ static void s_free_value(void *arg, const char *key, void *value)
 
 static void s_flush_cache(gw_auth_t *a)
 {
+    a->gen++;
     tun_map_each(a->cache, s_free_value, NULL);
     tun_map_destroy(&a->cache);
     a->cache = tun_map_new();
@@ -175,7 +178,7 @@ static void s_on_wake(void *arg, int fd)
         snprintf(t, sizeof t, "%llu", (unsigned long long)j->ticket);
         bool wanted = tun_map_del(a->waiting, t) != NULL;
         /* Cache definite answers; "database down" is retried on the next request. */
-        if (j->status != -EAGAIN && !flush) {
+        if (j->status != -EAGAIN && !flush && j->gen == a->gen) {
             if (tun_map_count(a->cache) >= a->max_entries)
                 s_flush_cache(a);
             s_entry_t *e = malloc(sizeof *e);
@@ -299,6 +302,7 @@ int gw_auth_check(gw_auth_t *a, const char *key, size_t len, gw_auth_cb cb, void
     memcpy(j->hash, hash, sizeof hash);
     sodium_memzero(hash, sizeof hash);
     j->ticket = ++a->next_ticket;
+    j->gen = a->gen;
     j->cb = cb;
     j->arg = arg;
     char t[24];
@@ -324,6 +328,11 @@ void gw_auth_cancel(gw_auth_t *a, uint64_t ticket)
     char t[24];
     snprintf(t, sizeof t, "%llu", (unsigned long long)ticket);
     tun_map_del(a->waiting, t); /* the job itself comes back and is freed unanswered */
+}
+
+void gw_auth_flush(gw_auth_t *a)
+{
+    s_flush_cache(a);
 }
 
 bool gw_auth_ready(const gw_auth_t *a)

@@ -43,6 +43,10 @@ int gw_auth_check(gw_auth_t *a, const char *key, size_t len, gw_auth_cb cb, void
 /* Forgets a queued check (its requester went away). */
 void gw_auth_cancel(gw_auth_t *a, uint64_t ticket);
 
+/* Drops every cached answer now (keys or users changed): lookups in flight are answered but
+ * not cached. */
+void gw_auth_flush(gw_auth_t *a);
+
 /* True once the worker has reached the database at least once. */
 bool gw_auth_ready(const gw_auth_t *a);
 

@@ -838,9 +838,15 @@ static void s_on_presence(void *arg, void *zsock)
     bus_env_t env;
     char err[160];
     bus_tap_mirror(srv->tap, "in", "presence", zmq_msg_data(&msg), zmq_msg_size(&msg));
-    if (bus_env_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &env, err, sizeof err) == 0 &&
-        env.type == BUS_T_PRESENCE)
-        gw_routes_apply(srv->routes, &env.u.presence, plat_mono_us());
+    if (bus_env_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &env, err, sizeof err) == 0) {
+        if (env.type == BUS_T_PRESENCE) {
+            gw_routes_apply(srv->routes, &env.u.presence, plat_mono_us());
+        } else if (env.type == BUS_T_REGISTRY_CHANGED) {
+            /* A key was revoked or a user disabled: forget every cached answer now. */
+            gw_auth_flush(srv->auth);
+            log_info("keys_changed", "API key cache flushed on notice from hubctl");
+        }
+    }
     zmq_msg_close(&msg);
     bus_metric_set(srv->m.agents, (int64_t)gw_routes_agents(srv->routes));
 }

@@ -6,9 +6,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <zmq.h>
 
 #include "apikey.h"
 #include "bus_config.h"
+#include "bus_env.h"
 #include "bus_log.h"
 #include "bus_plat.h"
 #include "hub_config.h"
@@ -627,6 +629,42 @@ static int s_cmd_key(char **words, size_t n, const hub_config_t *cfg)
     return rc;
 }
 
+/* Tells running services that the registry changed, so they reload now rather than at their
+ * next poll (which stays the guarantee: this is best effort, and a hub that is not running
+ * simply does not hear it). agent add/disable/enable → "agents"; user disable/enable and key
+ * revoke → "keys". */
+static void s_notify(const hub_config_t *cfg, const char *what, const char *sub)
+{
+    const char *topic = NULL;
+    if (strcmp(what, "agent") == 0 && (strcmp(sub, "add") == 0 || strcmp(sub, "disable") == 0 ||
+                                       strcmp(sub, "enable") == 0))
+        topic = "agents";
+    else if ((strcmp(what, "user") == 0 &&
+              (strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0)) ||
+             (strcmp(what, "key") == 0 && strcmp(sub, "revoke") == 0))
+        topic = "keys";
+    if (!topic || !cfg->tunnel_router[0])
+        return;
+    bus_env_t env;
+    bus_env_init(&env, BUS_T_REGISTRY_CHANGED, NULL);
+    env.u.registry_changed.what = bus_str_c(topic);
+    bus_buf_t buf;
+    bus_buf_init(&buf, 256);
+    void *ctx = zmq_ctx_new();
+    void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    if (sock && bus_env_encode(&env, &buf) == 0) {
+        int linger = 300; /* long enough to hand the message to a running tunnel */
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+        if (zmq_connect(sock, cfg->tunnel_router) == 0)
+            zmq_send(sock, buf.data, buf.len, ZMQ_DONTWAIT);
+    }
+    if (sock)
+        zmq_close(sock);
+    if (ctx)
+        zmq_ctx_term(ctx);
+    bus_buf_free(&buf);
+}
+
 int main(int argc, char **argv)
 {
     static const char *const extra[] = {"--dir", "--store", "--mysql-url", "--pubkey", NULL};
@@ -697,6 +735,8 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "hubctl: unknown command \"%s\"\n", words[0]);
         }
+        if (rc == 0 && n >= 2)
+            s_notify(&cfg, words[0], words[1]);
         hub_config_free(&cfg);
     }
     cfg_cli_free(&cli);

@@ -22,6 +22,7 @@ struct tun_registry {
     pthread_t thread;        /* the worker */
     bool thread_started;     /* join on destroy */
     atomic_bool quit;        /* ask the worker to stop */
+    atomic_bool poke;        /* look for changes now */
     pthread_mutex_t lock;    /* guards pending */
     s_snapshot_t *pending;   /* made by the worker, not yet adopted by the loop */
     s_snapshot_t *current;   /* the loop's snapshot */
@@ -45,7 +46,7 @@ static int s_cmp_agent(const void *a, const void *b)
 /* Sleeps for ms, waking early when asked to quit. */
 static void s_sleep_ms(tun_registry_t *r, int64_t ms)
 {
-    while (ms > 0 && !atomic_load(&r->quit)) {
+    while (ms > 0 && !atomic_load(&r->quit) && !atomic_exchange(&r->poke, false)) {
         int64_t step = ms > 50 ? 50 : ms;
         struct timespec ts = {0, (long)step * 1000000L};
         nanosleep(&ts, NULL);
@@ -155,6 +156,11 @@ bool tun_registry_refresh(tun_registry_t *r)
     r->current = snap;
     r->generation++;
     return true;
+}
+
+void tun_registry_poke(tun_registry_t *r)
+{
+    atomic_store(&r->poke, true);
 }
 
 uint64_t tun_registry_generation(const tun_registry_t *r)

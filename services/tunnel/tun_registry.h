@@ -24,6 +24,9 @@ void tun_registry_destroy(tun_registry_t **r);
  * snapshot changed. */
 bool tun_registry_refresh(tun_registry_t *r);
 
+/* Asks the worker to look for changes now rather than at its next poll. */
+void tun_registry_poke(tun_registry_t *r);
+
 /* Counts adopted snapshots, so a caller can tell whether it has seen the current one. */
 uint64_t tun_registry_generation(const tun_registry_t *r);
 

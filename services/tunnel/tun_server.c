@@ -899,6 +899,14 @@ static void s_on_router(void *arg, void *zsock)
         r.u.error.code = 400;
         r.u.error.message = (bus_str_t){err, strlen(err)};
         tun_bus_send(srv, ident, (size_t)il, &r);
+    } else if (env.type == BUS_T_REGISTRY_CHANGED) {
+        /* From hubctl: read the registry now, and tell the gateways (their key caches). */
+        bus_str_t w = env.u.registry_changed.what;
+        if (w.len == 6 && memcmp(w.p, "agents", 6) == 0)
+            tun_registry_poke(srv->reg);
+        if (zmq_send(srv->pub, buf, len, ZMQ_DONTWAIT) >= 0)
+            bus_metric_inc(srv->m.msgs_out);
+        log_debug("registry_changed", "%.*s", (int)w.len, w.p);
     } else if (tun_relay_is_gateway_type(env.type)) {
         tun_relay_from_gateway(srv, ident, (size_t)il, &env, buf, len);
     } else if (env.type == BUS_T_ADMIN_ECHO) {

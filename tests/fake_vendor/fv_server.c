@@ -1672,6 +1672,21 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return 0;
     case LWS_CALLBACK_RAW_WRITEABLE:
         return c ? s_writeable(c) : 0;
+    case LWS_CALLBACK_SSL_INFO: {
+        /* lws 4.1.6 arms PENDING_TIMEOUT_ESTABLISH_WITH_SERVER (the context's timeout_secs,
+         * 5 s by default; a vhost's timeout_secs is not read for it) right after SSL_accept
+         * succeeds, and only the HTTP roles clear it when a request head arrives: a raw-socket
+         * TLS connection is closed 5 s after its handshake, mid-stream or not. It is set just
+         * after this callback returns, so clear it on the next loop turn (LWS_CALLBACK_TIMER).
+         * Handshakes themselves keep lws's PENDING_TIMEOUT_SSL_ACCEPT. */
+        const struct lws_ssl_info *si = in;
+        if (si && (si->where & SSL_CB_HANDSHAKE_DONE))
+            lws_set_timer_usecs(wsi, 0);
+        return 0;
+    }
+    case LWS_CALLBACK_TIMER:
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        return 0;
     case LWS_CALLBACK_RAW_CLOSE:
         if (c) {
             lws_set_opaque_user_data(wsi, NULL);
@@ -1716,6 +1731,8 @@ static struct lws_vhost *s_listen(fv_server_t *srv, const char *name, const char
         info.ssl_private_key_filepath = key;
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.alpn = "http/1.1";
+        /* LWS_CALLBACK_SSL_INFO at the end of each handshake (see s_callback). */
+        info.ssl_info_event_mask = SSL_CB_HANDSHAKE_DONE;
     }
     struct lws_vhost *vh = lws_create_vhost(bus_loop_lws(srv->loop), &info);
     if (!vh)

@@ -155,6 +155,39 @@ def test_20_mib_body_passes_and_40_mib_is_413():
     assert resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp, resp[:300]
 
 
+def test_reader_pausing_10s_keeps_memory_bounded_and_gets_everything():
+    fv.reset()
+    fv.config(chunks=20000)
+    s = socket.create_connection(("127.0.0.1", hub.gateway_port), timeout=60)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": []}).encode()
+    before = {n: _rss_kib(p) for n, p in _procs().items()}
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+              KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: %d"
+              b"\r\n\r\n" % len(body) + body)
+    first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    time.sleep(10)  # the user stops reading; the vendor keeps producing
+    during = {n: _rss_kib(p) for n, p in _procs().items()}
+    growth = {n: during[n] - before.get(n, during[n]) for n in during}
+    print("    RSS growth while the reader paused (KiB): %s" % growth)
+    for name, kib in growth.items():
+        assert kib < 16 * 1024, (name, kib)   # bounded by windows and buffers, not the stream
+    buf = first
+    s.settimeout(30)
+    while not buf.endswith(b"\r\n0\r\n\r\n"):
+        piece = s.recv(1 << 20)
+        if not piece:
+            break
+        buf += piece
+    s.close()
+    text = buf.split(b"\r\n\r\n", 1)[1].decode("latin-1")
+    words = [w for w in text.split('"content":"')[1:]]
+    assert len(words) >= 20000, len(words)
+    assert '"content":" tok19999"' in text and "data: [DONE]" in text
+    fv.config(chunks=5)
+
+
 def test_50_chunks_20ms_apart_arrive_as_50_reads():
     fv.reset()
     fv.config(chunks=50, **{"delay-ms": 20})

@@ -760,6 +760,37 @@ def test_slow_reader_bounded():
     harness.wait_until(lambda: fv().stats()["streams_completed"] == 1, what="completed")
 
 
+def test_paused_reader_keeps_stream():
+    """A reader that pauses longer than lws's 5 s timeout still gets the whole stream, and the
+    connection outlives it (lws 4.1.6 used to cut raw TLS connections 5 s after the handshake)."""
+    fv().reset()
+    n = 20000
+    r = Raw(rcvbuf=65536)
+    r.send("POST", "/v1/chat/completions", oa_headers({"x-fake-chunks": str(n)}),
+           json.dumps({"model": "m", "stream": True}).encode())
+    r.buf = r.sock.recv(1000)
+    time.sleep(8)  # the fake's writes block meanwhile
+    assert fv().stats()["streams_cancelled"] == 0
+    st, _ = r.head()
+    assert st == 200
+    reads, dec, closed = stream_reads(r, limit_s=60)
+    evs = [e for _, es in reads for e in es]
+    assert not closed and dec.done and evs[-1] == "[DONE]"
+    assert sum(is_content(e) for e in evs) == n
+    harness.wait_until(lambda: fv().stats()["streams_completed"] == 1, what="completed")
+    # The same connection, now over 8 s old, still serves a request.
+    r.buf = dec.buf
+    r.send("POST", "/v1/chat/completions", oa_headers({"x-fake-chunks": "2"}),
+           json.dumps({"model": "m"}).encode())
+    st, h = r.head()
+    while len(r.buf) < int(h["content-length"]):
+        r.buf += r.recv()[1]
+    r.close()
+    assert st == 200 and json.loads(r.buf)["choices"][0]["message"]["content"] == words(2)
+    s = fv().stats()
+    assert s["streams_cancelled"] == 0 and s["requests_cancelled"] == 0 and s["connections"] == 1
+
+
 def test_control_config():
     fv().reset()
     cfg = fv().config(status=503, retry_after=7, count=1)

@@ -13,7 +13,8 @@ import time
 from harness import (Agent, Hub, RawClient, envelope, has_event, load_agent_key, run_tests,
                      unpack, wait_until)
 
-hub = Hub(sets=["gateway.first_byte_timeout=3s"]).start()
+# key_poll is long here so that a revocation can only arrive through the bus notice
+hub = Hub(sets=["gateway.first_byte_timeout=3s", "gateway.key_poll=60s"]).start()
 hub.start_gateway()
 KEY = hub.user_key("alice")
 
@@ -330,6 +331,23 @@ def test_slow_reader_is_paced_by_credit():
             break
     s.close()
     assert got > 16 * 1024 * 1024, got  # everything arrived once the reader resumed
+
+
+def test_revocation_reaches_the_gateway_over_the_bus():
+    hub.hubctl("user", "add", "bob")
+    out = hub.hubctl("key", "create", "bob").stdout
+    import re
+    key = re.search(r"^(sk-\S+)$", out, re.M).group(1)
+    key_id = re.search(r"^key_id: (\S+)$", out, re.M).group(1)
+    assert chat("m-json", key=key)[0] == 200          # now cached at the gateway
+    hub.hubctl("key", "revoke", key_id)
+    t0 = time.monotonic()
+    wait_until(lambda: chat("m-json", key=key)[0] == 401, timeout=2, interval=0.02,
+               what="revoked key refused")
+    took = time.monotonic() - t0
+    assert took < 1.0, took
+    assert has_event(hub.gateway_log, "keys_changed")
+    assert chat("m-json")[0] == 200                     # other keys unaffected
 
 
 def test_sigterm_stops_cleanly():

@@ -228,6 +228,13 @@ static void s_gv_resp_end(bus_env_t *e, bus_buf_t *scratch)
     e->u.resp_end.cached_tokens = 1024;
 }
 
+static void s_gv_registry_changed(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_REGISTRY_CHANGED;
+    e->u.registry_changed.what = bus_str_c("keys");
+}
+
 /* ---- hand-packed vectors ---- */
 
 /* Packs a str. */
@@ -392,6 +399,7 @@ static const gv_vector_t gv_vectors[] = {
     {"resp_head.bin", s_gv_resp_head, NULL},
     {"resp_chunk.bin", s_gv_resp_chunk, NULL},
     {"resp_end.bin", s_gv_resp_end, NULL},
+    {"registry_changed.bin", s_gv_registry_changed, NULL},
     {"x_admin_echo_reordered.bin", s_gv_x_reordered, s_gv_x_reordered_pack},
     {"x_ping_wide.bin", s_gv_x_wide, s_gv_x_wide_pack},
     {"x_resp_head_nils.bin", s_gv_x_nils, s_gv_x_nils_pack},
