@@ -83,7 +83,9 @@ struct gw_req {
     char *hdrs;                  /* response header lines from resp.head, or the error's */
     size_t hdrs_len;
     bool headers_out;            /* status line and headers written */
-    bool chunked;                /* body written with chunked framing */
+    bool chunked;                /* length unknown: chunked framing on HTTP/1.1, plain DATA
+                                  * frames on HTTP/2 */
+    bool h2;                     /* the request came over HTTP/2 */
     s_seg_t *out, *out_tail;     /* response bytes not yet written */
     size_t out_bytes;            /* their total */
     size_t credit_owed;          /* written since the last credit grant */
@@ -279,22 +281,40 @@ static int s_write_headers(gw_req_t *r, struct lws *wsi)
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-request-id:",
                                     (const unsigned char *)r->req_hex, 32, &p, end))
         return -1;
-    if (r->hdrs_len) {
-        if ((size_t)(end - p) <= r->hdrs_len)
+    /* Header by header through lws, which encodes them for HTTP/1.1 or HPACK for HTTP/2. */
+    for (const char *line = r->hdrs; line && line < r->hdrs + r->hdrs_len;) {
+        const char *eol = memchr(line, '\r', (size_t)(r->hdrs + r->hdrs_len - line));
+        const char *colon = memchr(line, ':', (size_t)(r->hdrs + r->hdrs_len - line));
+        if (!eol || !colon || colon > eol)
+            break;
+        char name[130];
+        size_t nl = (size_t)(colon - line);
+        if (nl == 0 || nl + 2 > sizeof name)
             return -1;
-        memcpy(p, r->hdrs, r->hdrs_len);
-        p += r->hdrs_len;
+        for (size_t i = 0; i < nl; i++)
+            name[i] = (char)((line[i] >= 'A' && line[i] <= 'Z') ? line[i] + 32 : line[i]);
+        name[nl] = ':';
+        name[nl + 1] = '\0';
+        const char *v = colon + 1;
+        while (v < eol && *v == ' ')
+            v++;
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                        (const unsigned char *)v, (int)(eol - v), &p, end))
+            return -1;
+        line = eol + 2;
     }
     if (!r->chunked) {
         /* The whole body is queued already (an error, or a complete short answer). */
         if (lws_add_http_header_content_length(wsi, (lws_filepos_t)r->out_bytes, &p, end))
             return -1;
-    } else if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+    } else if (!r->h2 &&
+               lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
                                             (const unsigned char *)"chunked", 7, &p, end)) {
         return -1;
     }
-    if (r->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-                                                       (const unsigned char *)"close", 5, &p, end))
+    if (r->close_after && !r->h2 &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                     &p, end))
         return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
@@ -333,7 +353,7 @@ static int s_writeable(gw_req_t *r, struct lws *wsi)
         uint8_t *data = S_SEG_DATA(s);
         size_t len = s->len;
         uint8_t *from = data;
-        if (r->chunked) {
+        if (r->chunked && !r->h2) {
             if (len == 0) {
                 r->out = s->next;
                 if (!r->out)
@@ -369,7 +389,7 @@ static int s_writeable(gw_req_t *r, struct lws *wsi)
     }
     if (!r->ended)
         return 0;
-    if (r->chunked) {
+    if (r->chunked && !r->h2) {
         static const char tail[] = "0\r\n\r\n";
         uint8_t buf[LWS_PRE + sizeof tail];
         memcpy(buf + LWS_PRE, tail, sizeof tail - 1);
@@ -952,6 +972,7 @@ static int s_on_request(gw_server_t *srv, s_pss_t *pss, struct lws *wsi, const c
     r->pss = pss;
     pss->r = r;
     r->started_us = plat_mono_us();
+    r->h2 = lws_get_network_wsi(wsi) != wsi;
     plat_random(r->req_id, sizeof r->req_id);
     bus_req_id_hex(r->req_id, r->req_hex);
     r->next = srv->reqs;

@@ -215,9 +215,9 @@ def test_50_chunks_20ms_apart_arrive_as_50_reads():
     print("    median gap between chunks at the client: %.1f ms" % (1000 * gaps[len(gaps) // 2]))
 
 
-def test_tls_gateway_streams():
-    """A second gateway with TLS (the hub's own certificate), sharing the tunnel: HTTPS with
-    streaming. (HTTP/2 is not offered yet: ALPN is http/1.1.)"""
+def test_tls_gateway_speaks_http2_and_http11():
+    """A second gateway with TLS (the hub's own certificate), sharing the tunnel: HTTP/2 where
+    the client offers it, HTTP/1.1 otherwise, streaming both ways."""
     from harness import BIN, free_port, spawn
     port = free_port()
     crt, key = os.path.join(hub.dir, "hub.crt"), os.path.join(hub.dir, "hub.key")
@@ -234,7 +234,7 @@ def test_tls_gateway_streams():
         ["curl", "-sk", "-H", "Authorization: Bearer " + KEY,
          "https://127.0.0.1:%d/v1/models" % port], capture_output=True, text=True).stdout,
         timeout=10, what="routing table of the second gateway")
-    for flag, proto in (("--http1.1", "HTTP/1.1"),):
+    for flag, proto in (("--http2", "HTTP/2"), ("--http1.1", "HTTP/1.1")):
         r = subprocess.run(["curl", "-skN", flag, "-D", "-", url,
                             "-H", "Authorization: Bearer " + KEY,
                             "-H", "Content-Type: application/json", "-d", body],
