@@ -607,6 +607,7 @@ static void s_take_headers(gw_req_t *r, const bus_list_t *list)
         memcpy(out + len, "\r\n", 2);
         len += 2;
     }
+    out[len] = '\0'; /* the loop keeps 5 spare bytes: the lines stay a C string */
     free(r->hdrs);
     r->hdrs = out;
     r->hdrs_len = len;

@@ -171,8 +171,9 @@ def test_reader_pausing_10s_keeps_memory_bounded_and_gets_everything():
     during = {n: _rss_kib(p) for n, p in _procs().items()}
     growth = {n: during[n] - before.get(n, during[n]) for n in during}
     print("    RSS growth while the reader paused (KiB): %s" % growth)
-    for name, kib in growth.items():
-        assert kib < 16 * 1024, (name, kib)   # bounded by windows and buffers, not the stream
+    if not fakevendor.sanitized():   # ASan's quarantine keeps freed memory: RSS means little
+        for name, kib in growth.items():
+            assert kib < 16 * 1024, (name, kib)   # bounded by windows and buffers, not the stream
     buf = first
     s.settimeout(30)
     while not buf.endswith(b"\r\n0\r\n\r\n"):

@@ -280,7 +280,7 @@ def test_vendor_5xx_is_retried_on_another_agent():
 
 def test_agent_dying_before_the_first_byte_is_retried():
     """a3 drops its tunnel when asked for "fragile"; a2 serves it too."""
-    for _ in range(6):
+    for _ in range(60):   # the choice between equally loaded agents is random
         st, body, _ = chat("fragile")
         assert st == 200 and body["agent"] == a2.id, (st, body)
         if a3.opens:
