@@ -134,6 +134,10 @@ ag_curl_t *ag_curl_new(bus_loop_t *loop, ag_curl_done_cb done, void *arg)
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, s_timer_cb);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    /* Keep idle vendor connections: curl's default pool (4 x the handles in use) shrinks
+     * whenever load dips, and every new TLS connection to the vendor costs a handshake and a
+     * CA bundle load (the proxy benchmark saw one for every five requests at 64 connections). */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 512L);
     return c;
 fail:
     ag_curl_destroy(&c);

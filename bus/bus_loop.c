@@ -438,7 +438,14 @@ void bus_fdwatch_destroy(bus_fdwatch_t **p)
 
 void bus_zwatch_poke(bus_zwatch_t *w)
 {
-    if (w && !w->closing)
+    if (!w || w->closing)
+        return;
+    /* Reading ZMQ_EVENTS processes the socket's pending commands and re-arms ZMQ_FD; only if
+     * messages are already waiting (their edge may be gone) is another turn needed. This
+     * spares a loop turn and a poll() after every send. */
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(w->zsock, ZMQ_EVENTS, &events, &sz) != 0 || (events & ZMQ_POLLIN))
         bus_timer_start(w->loop, &w->again, s_zwatch_again, w, 0);
 }
 
