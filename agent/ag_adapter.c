@@ -671,23 +671,8 @@ static void s_credit(s_xfer_t *x, uint64_t bytes)
 static void s_on_msg(void *arg, void *zsock)
 {
     ag_adapter_t *a = arg;
-    zmq_msg_t parts[3], extra;
-    int n = 0;
-    for (;;) {
-        zmq_msg_t *m = n < 3 ? &parts[n] : &extra;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, zsock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(m);
-            break;
-        }
-        bool more = zmq_msg_more(m);
-        if (n < 3)
-            n++;
-        else
-            zmq_msg_close(m);
-        if (!more)
-            break;
-    }
+    zmq_msg_t parts[3];
+    int n = bus_zrecv_parts(zsock, parts, 3);
     if (n < 2 || zmq_msg_size(&parts[0]) != AG_SID_LEN) {
         log_warn("bad_message", "malformed frame from the supervisor");
         goto out;

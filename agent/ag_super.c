@@ -408,23 +408,8 @@ static s_slot_t *s_slot_by_ident(ag_super_t *s, const void *id, size_t len)
 static void s_on_worker(void *arg, void *zsock)
 {
     ag_super_t *s = arg;
-    zmq_msg_t parts[3], extra;
-    int n = 0;
-    for (;;) {
-        zmq_msg_t *m = n < 3 ? &parts[n] : &extra;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, zsock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(m);
-            break;
-        }
-        bool more = zmq_msg_more(m);
-        if (n < 3)
-            n++;
-        else
-            zmq_msg_close(m);
-        if (!more)
-            break;
-    }
+    zmq_msg_t parts[3];
+    int n = bus_zrecv_parts(zsock, parts, 3);
     if (n < 3 || zmq_msg_size(&parts[1]) != AG_SID_LEN)
         goto out;
     s_slot_t *sl = s_slot_by_ident(s, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]));

@@ -436,6 +436,28 @@ void bus_fdwatch_destroy(bus_fdwatch_t **p)
     lws_set_timeout(w->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
+int bus_zrecv_parts(void *zsock, zmq_msg_t *parts, int max)
+{
+    int n = 0;
+    for (;;) {
+        zmq_msg_t extra;
+        zmq_msg_t *m = n < max ? &parts[n] : &extra;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, zsock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(m);
+            break;
+        }
+        bool more = zmq_msg_more(m);
+        if (n < max)
+            n++;
+        else
+            zmq_msg_close(m);
+        if (!more)
+            break;
+    }
+    return n;
+}
+
 void bus_zwatch_poke(bus_zwatch_t *w)
 {
     if (!w || w->closing)

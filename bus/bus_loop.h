@@ -14,6 +14,7 @@
 #include <libwebsockets.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <zmq.h>
 
 typedef struct bus_loop bus_loop_t;
 typedef struct bus_zwatch bus_zwatch_t;
@@ -66,6 +67,11 @@ bus_zwatch_t *bus_zwatch_new(bus_loop_t *loop, void *zsock, bus_zmq_cb cb, void 
 void bus_zwatch_poke(bus_zwatch_t *w);
 /* Stops watching (the zmq socket itself stays the caller's). */
 void bus_zwatch_destroy(bus_zwatch_t **w);
+
+/* Receives one whole multipart message without blocking: its first max parts into parts
+ * (initialised here; the caller closes the first n), any further parts read and dropped.
+ * Returns n, 0 when nothing was waiting. */
+int bus_zrecv_parts(void *zsock, zmq_msg_t *parts, int max);
 
 /* Watches any readable file descriptor (an eventfd a worker thread signals, a pipe). cb runs
  * when fd is readable; it must consume what it wants. The fd stays the caller's: it is dup'd
