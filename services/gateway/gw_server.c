@@ -645,7 +645,7 @@ static void s_relay_bytes(gw_req_t *r, const uint8_t *data, size_t len)
      * quarter of the window: beyond that the agent would wait for credit that never comes. */
     size_t limit = (size_t)r->srv->cfg->gateway_credit_window / 4;
     if (r->pend_len + len > r->pend_cap || r->pend_len + len > limit) {
-        size_t ncap = r->pend_cap ? r->pend_cap : 8192;
+        size_t ncap = r->pend_cap ? r->pend_cap : 1024; /* idle streams stay small */
         while (ncap < r->pend_len + len)
             ncap *= 2;
         uint8_t *nb = r->pend_len + len <= limit ? realloc(r->pend, ncap) : NULL;
