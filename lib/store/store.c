@@ -2,6 +2,7 @@
 #include "store_impl.h"
 
 #include "bus_log.h"
+#include "bus_mp.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -182,39 +183,6 @@ static bool s_id_ok(const char *id)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4) with n bytes left, 0 if invalid. */
-static size_t s_utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned int cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
 /* True if name is 1..STORE_AGENT_NAME_MAX bytes of valid UTF-8 without control characters
  * and without a leading or trailing space (which MySQL's PAD SPACE collations would ignore in
  * the unique key, unlike SQLite). */
@@ -225,16 +193,13 @@ static bool s_name_ok(const char *name)
     size_t n = strlen(name);
     if (n == 0 || n > STORE_AGENT_NAME_MAX || name[0] == ' ' || name[n - 1] == ' ')
         return false;
+    /* Control characters are single bytes below 0x80, never inside a multi-byte sequence. */
     const unsigned char *u = (const unsigned char *)name;
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n; i++) {
         if (u[i] < 0x20 || u[i] == 0x7f)
             return false;
-        size_t step = s_utf8_seq(u + i, n - i);
-        if (step == 0)
-            return false;
-        i += step;
     }
-    return true;
+    return bus_mp_utf8_valid(u, n);
 }
 
 /* True for the two statuses an agent can have. */

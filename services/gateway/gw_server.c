@@ -815,11 +815,8 @@ static void s_on_dealer(void *arg, void *zsock)
 {
     gw_server_t *srv = arg;
     zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, zsock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&msg);
+    if (bus_zrecv_parts(zsock, &msg, 1) == 0)
         return;
-    }
     const uint8_t *buf = zmq_msg_data(&msg);
     size_t len = zmq_msg_size(&msg);
     bus_metric_inc(srv->m.msgs_in);
@@ -851,11 +848,8 @@ static void s_on_presence(void *arg, void *zsock)
 {
     gw_server_t *srv = arg;
     zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, zsock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&msg);
+    if (bus_zrecv_parts(zsock, &msg, 1) == 0)
         return;
-    }
     bus_env_t env;
     char err[160];
     bus_tap_mirror(srv->tap, "in", "presence", zmq_msg_data(&msg), zmq_msg_size(&msg));

@@ -858,32 +858,19 @@ static int s_admin_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
 static void s_on_router(void *arg, void *zsock)
 {
     tun_server_t *srv = arg;
-    uint8_t ident[256];
-    int il = zmq_recv(zsock, ident, sizeof ident, ZMQ_DONTWAIT);
-    if (il < 0)
-        return;
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    int more = 0;
-    size_t ms = sizeof more;
-    zmq_getsockopt(zsock, ZMQ_RCVMORE, &more, &ms);
-    if (!more || zmq_msg_recv(&msg, zsock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&msg);
+    /* [identity][envelope]; further frames are read and dropped. */
+    zmq_msg_t parts[2];
+    int n = bus_zrecv_parts(zsock, parts, 2);
+    if (n < 2) {
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&parts[i]);
         return;
     }
-    /* Drop any further frames: the envelope is one frame. */
-    zmq_getsockopt(zsock, ZMQ_RCVMORE, &more, &ms);
-    while (more) {
-        zmq_msg_t extra;
-        zmq_msg_init(&extra);
-        zmq_msg_recv(&extra, zsock, ZMQ_DONTWAIT);
-        zmq_msg_close(&extra);
-        zmq_getsockopt(zsock, ZMQ_RCVMORE, &more, &ms);
-    }
-    if ((size_t)il > sizeof ident)
-        il = (int)sizeof ident;
-    const uint8_t *buf = zmq_msg_data(&msg);
-    size_t len = zmq_msg_size(&msg);
+    const uint8_t *ident = zmq_msg_data(&parts[0]);
+    size_t isz = zmq_msg_size(&parts[0]);
+    int il = isz > 256 ? 256 : (int)isz; /* ROUTER identities are at most 255 bytes */
+    const uint8_t *buf = zmq_msg_data(&parts[1]);
+    size_t len = zmq_msg_size(&parts[1]);
     bus_metric_inc(srv->m.msgs_in);
     bus_tap_mirror(srv->tap, "in", "bus", buf, len);
     bus_env_t env;
@@ -941,7 +928,8 @@ static void s_on_router(void *arg, void *zsock)
         r.u.error.message = (bus_str_t){m, strlen(m)};
         tun_bus_send(srv, ident, (size_t)il, &r);
     }
-    zmq_msg_close(&msg);
+    zmq_msg_close(&parts[0]);
+    zmq_msg_close(&parts[1]);
 }
 
 /* ---- timers -------------------------------------------------------------------------------- */
