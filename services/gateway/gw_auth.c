@@ -2,7 +2,7 @@
 #include "gw_auth.h"
 #include "apikey.h"
 #include "bus_log.h"
-#include "tun_map.h"
+#include "strmap.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -36,8 +36,8 @@ struct gw_auth {
     char *sqlite_path, *mysql_url;
     int64_t poll_ms;            /* rev poll interval */
     size_t max_entries;         /* cache limit */
-    tun_map_t *cache;           /* hex(hash) → s_entry_t */
-    tun_map_t *waiting;         /* ticket (decimal) → s_job_t queued, for cancel */
+    strmap_t *cache;           /* hex(hash) → s_entry_t */
+    strmap_t *waiting;         /* ticket (decimal) → s_job_t queued, for cancel */
     uint64_t next_ticket;       /* ticket counter */
     int efd;                    /* worker → loop wake-up */
     bus_fdwatch_t *watch;       /* on efd */
@@ -69,9 +69,9 @@ static void s_free_value(void *arg, const char *key, void *value)
 static void s_flush_cache(gw_auth_t *a)
 {
     a->gen++;
-    tun_map_each(a->cache, s_free_value, NULL);
-    tun_map_destroy(&a->cache);
-    a->cache = tun_map_new();
+    strmap_each(a->cache, s_free_value, NULL);
+    strmap_destroy(&a->cache);
+    a->cache = strmap_new();
 }
 
 /* Worker: answers lookups and watches the change counter. */
@@ -176,10 +176,10 @@ static void s_on_wake(void *arg, int fd)
         done = j->next;
         char t[24];
         snprintf(t, sizeof t, "%llu", (unsigned long long)j->ticket);
-        bool wanted = tun_map_del(a->waiting, t) != NULL;
+        bool wanted = strmap_del(a->waiting, t) != NULL;
         /* Cache definite answers; "database down" is retried on the next request. */
         if (j->status != -EAGAIN && !flush && j->gen == a->gen) {
-            if (tun_map_count(a->cache) >= a->max_entries)
+            if (strmap_count(a->cache) >= a->max_entries)
                 s_flush_cache(a);
             s_entry_t *e = malloc(sizeof *e);
             char hex[2 * APIKEY_HASH_LEN + 1];
@@ -187,8 +187,8 @@ static void s_on_wake(void *arg, int fd)
             if (e) {
                 e->status = j->status;
                 e->who = j->who;
-                free(tun_map_get(a->cache, hex));
-                if (tun_map_put(a->cache, hex, e) != 0)
+                free(strmap_get(a->cache, hex));
+                if (strmap_put(a->cache, hex, e) != 0)
                     free(e);
             }
         }
@@ -214,8 +214,8 @@ gw_auth_t *gw_auth_new(bus_loop_t *loop, const store_params_t *params, int64_t p
     a->poll_ms = poll_ms > 0 ? poll_ms : 250;
     a->max_entries = max_entries ? max_entries : 100000;
     a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    a->cache = tun_map_new();
-    a->waiting = tun_map_new();
+    a->cache = strmap_new();
+    a->waiting = strmap_new();
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     if (a->efd < 0 || !a->cache || !a->waiting)
@@ -260,12 +260,12 @@ void gw_auth_destroy(gw_auth_t **p)
     }
     bus_fdwatch_destroy(&a->watch);
     if (a->cache) {
-        tun_map_each(a->cache, s_free_value, NULL);
-        tun_map_destroy(&a->cache);
+        strmap_each(a->cache, s_free_value, NULL);
+        strmap_destroy(&a->cache);
     }
     if (a->waiting) {
-        tun_map_each(a->waiting, s_free_job, NULL);
-        tun_map_destroy(&a->waiting);
+        strmap_each(a->waiting, s_free_job, NULL);
+        strmap_destroy(&a->waiting);
     }
     if (a->efd >= 0)
         close(a->efd);
@@ -287,7 +287,7 @@ int gw_auth_check(gw_auth_t *a, const char *key, size_t len, gw_auth_cb cb, void
     }
     char hex[2 * APIKEY_HASH_LEN + 1];
     s_hex(hash, hex);
-    s_entry_t *e = tun_map_get(a->cache, hex);
+    s_entry_t *e = strmap_get(a->cache, hex);
     if (e) {
         a->hits++;
         *status = e->status;
@@ -307,7 +307,7 @@ int gw_auth_check(gw_auth_t *a, const char *key, size_t len, gw_auth_cb cb, void
     j->arg = arg;
     char t[24];
     snprintf(t, sizeof t, "%llu", (unsigned long long)j->ticket);
-    if (tun_map_put(a->waiting, t, j) != 0) {
+    if (strmap_put(a->waiting, t, j) != 0) {
         free(j);
         return -ENOMEM;
     }
@@ -327,7 +327,7 @@ void gw_auth_cancel(gw_auth_t *a, uint64_t ticket)
 {
     char t[24];
     snprintf(t, sizeof t, "%llu", (unsigned long long)ticket);
-    tun_map_del(a->waiting, t); /* the job itself comes back and is freed unanswered */
+    strmap_del(a->waiting, t); /* the job itself comes back and is freed unanswered */
 }
 
 void gw_auth_flush(gw_auth_t *a)

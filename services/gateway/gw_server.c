@@ -9,7 +9,7 @@
 #include "gw_auth.h"
 #include "gw_routes.h"
 #include "jsonscan.h"
-#include "tun_map.h"
+#include "strmap.h"
 #include "usage.h"
 
 #include <errno.h>
@@ -114,7 +114,7 @@ struct gw_server {
     struct lws_vhost *vh;     /* the users' listener */
     gw_auth_t *auth;          /* key checks */
     gw_routes_t *routes;      /* agents by model */
-    tun_map_t *streams;       /* req hex → gw_req_t with a stream open */
+    strmap_t *streams;       /* req hex → gw_req_t with a stream open */
     gw_req_t *reqs;           /* every request in progress */
     void *dealer;             /* to the tunnel's ROUTER */
     void *sub;                /* the tunnel's presence */
@@ -187,7 +187,7 @@ static void s_cancel_stream(gw_req_t *r, const char *reason)
     e.u.req_cancel.reason = (bus_str_t){reason, strlen(reason)};
     s_send(r->srv, &e);
     r->stream_open = false;
-    tun_map_del(r->srv->streams, r->sid_hex);
+    strmap_del(r->srv->streams, r->sid_hex);
     gw_routes_add_load(r->srv->routes, r->agent_id, -1);
     bus_timer_cancel(r->srv->loop, &r->timer);
 }
@@ -456,7 +456,7 @@ static void s_attempt_failed(gw_req_t *r, int status, const char *why)
     snprintf(r->last_error, sizeof r->last_error, "%s", why);
     if (r->stream_open) {
         r->stream_open = false;
-        tun_map_del(r->srv->streams, r->sid_hex);
+        strmap_del(r->srv->streams, r->sid_hex);
         gw_routes_add_load(r->srv->routes, r->agent_id, -1);
         bus_timer_cancel(r->srv->loop, &r->timer);
     }
@@ -539,7 +539,7 @@ static void s_start_attempt(gw_req_t *r)
     r->stream_open = true;
     r->body_sent = 0;
     r->body_allowed = 4 * (uint64_t)srv->cfg->gateway_credit_window; /* the upload window */
-    tun_map_put(srv->streams, r->sid_hex, r);
+    strmap_put(srv->streams, r->sid_hex, r);
     gw_routes_add_load(srv->routes, r->agent_id, +1);
     bus_timer_start(srv->loop, &r->timer, s_first_byte_timeout, r,
                     srv->cfg->gateway_first_byte_timeout_ms * 1000);
@@ -766,7 +766,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         bool had_head = r->answered;
         bus_str_t err = env->u.resp_end.error;
         r->stream_open = false;
-        tun_map_del(r->srv->streams, r->sid_hex);
+        strmap_del(r->srv->streams, r->sid_hex);
         gw_routes_add_load(r->srv->routes, r->agent_id, -1);
         bus_timer_cancel(r->srv->loop, &r->timer);
         if (!had_head) {
@@ -830,7 +830,7 @@ static void s_on_dealer(void *arg, void *zsock)
     }
     char hex[33];
     bus_req_id_hex(env.req_id, hex);
-    gw_req_t *r = tun_map_get(srv->streams, hex);
+    gw_req_t *r = strmap_get(srv->streams, hex);
     if (r)
         s_on_stream_env(r, &env);
     else if (env.type == BUS_T_RESP_HEAD || env.type == BUS_T_RESP_CHUNK) {
@@ -1273,7 +1273,7 @@ gw_server_t *gw_server_new(bus_loop_t *loop, const hub_config_t *cfg)
     }
     srv->metrics = bus_metrics_new("hub-gateway");
     srv->routes = gw_routes_new();
-    srv->streams = tun_map_new();
+    srv->streams = strmap_new();
     srv->auth = gw_auth_new(loop, &sp, cfg->gateway_key_poll_ms, 100000);
     if (!srv->metrics || !srv->routes || !srv->streams || !srv->auth)
         goto fail;
@@ -1340,7 +1340,7 @@ void gw_server_destroy(gw_server_t **p)
     if (srv->sub)
         zmq_close(srv->sub);
     gw_auth_destroy(&srv->auth);
-    tun_map_destroy(&srv->streams);
+    strmap_destroy(&srv->streams);
     gw_routes_destroy(&srv->routes);
     bus_metrics_destroy(&srv->metrics);
     bus_buf_free(&srv->enc);

@@ -15,7 +15,7 @@
 #include "hub_config.h"
 #include "tlscert.h"
 #include "tun_handshake.h"
-#include "tun_map.h"
+#include "strmap.h"
 #include "tun_registry.h"
 #include "tun_server.h"
 
@@ -59,9 +59,9 @@ struct tun_server {
     struct lws_vhost *vh_admin;  /* admin API */
     tun_registry_t *reg;         /* agent registry cache */
     char pin[TLS_PIN_MAX];       /* our certificate's pin, bound into signatures */
-    tun_map_t *agents;           /* agent id → authenticated connection */
-    tun_map_t *pending;          /* req id hex → pending echo */
-    tun_map_t *streams;          /* req id hex → relayed stream (tun_relay) */
+    strmap_t *agents;           /* agent id → authenticated connection */
+    strmap_t *pending;          /* req id hex → pending echo */
+    strmap_t *streams;          /* req id hex → relayed stream (tun_relay) */
     tun_conn_t *conns;           /* every connection, authenticated or not */
     size_t nconns;               /* their count */
     void *router;                /* ROUTER for gateways and tools */

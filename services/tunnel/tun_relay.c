@@ -29,7 +29,7 @@ int tun_relay_is_gateway_type(bus_type_t t)
 /* Unlinks and frees a stream. */
 static void s_stream_free(tun_server_t *srv, tun_stream_t *st)
 {
-    tun_map_del(srv->streams, st->key);
+    strmap_del(srv->streams, st->key);
     tun_conn_t *c = st->conn;
     if (c) {
         if (st->prev)
@@ -41,7 +41,7 @@ static void s_stream_free(tun_server_t *srv, tun_stream_t *st)
         c->nstreams--;
     }
     free(st);
-    bus_metric_set(srv->m.streams_open, (int64_t)tun_map_count(srv->streams));
+    bus_metric_set(srv->m.streams_open, (int64_t)strmap_count(srv->streams));
 }
 
 /* Sends an error envelope for req_id to a gateway (a stream it named cannot proceed). */
@@ -84,7 +84,7 @@ static void s_open(tun_server_t *srv, const uint8_t *ident, size_t ident_len,
         memcpy(agent_id, aid.p, aid.len);
         agent_id[aid.len] = '\0';
     }
-    tun_conn_t *c = agent_id[0] && !srv->stopping ? tun_map_get(srv->agents, agent_id) : NULL;
+    tun_conn_t *c = agent_id[0] && !srv->stopping ? strmap_get(srv->agents, agent_id) : NULL;
     if (!c || c->close_code) {
         log_req(LOG_LVL_INFO, "stream_refused", key, agent_id[0] ? agent_id : NULL,
                 "agent not connected to this tunnel");
@@ -92,7 +92,7 @@ static void s_open(tun_server_t *srv, const uint8_t *ident, size_t ident_len,
                         srv->stopping ? "tunnel shutting down" : "agent not connected");
         return;
     }
-    tun_stream_t *old = tun_map_get(srv->streams, key);
+    tun_stream_t *old = strmap_get(srv->streams, key);
     if (old) {
         /* A retry under the same req_id: the earlier attempt is over for the gateway. */
         s_cancel_to_agent(old->conn, old->req_id, "superseded by a new attempt");
@@ -111,7 +111,7 @@ static void s_open(tun_server_t *srv, const uint8_t *ident, size_t ident_len,
     st->ident_len = ident_len;
     st->conn = c;
     st->opened_us = plat_mono_us();
-    if (tun_map_put(srv->streams, key, st) != 0) {
+    if (strmap_put(srv->streams, key, st) != 0) {
         free(st);
         s_gateway_error(srv, ident, ident_len, env->req_id, 500, "tunnel out of memory");
         return;
@@ -122,7 +122,7 @@ static void s_open(tun_server_t *srv, const uint8_t *ident, size_t ident_len,
     c->streams = st;
     c->nstreams++;
     bus_metric_inc(srv->m.streams_total);
-    bus_metric_set(srv->m.streams_open, (int64_t)tun_map_count(srv->streams));
+    bus_metric_set(srv->m.streams_open, (int64_t)strmap_count(srv->streams));
     log_req(LOG_LVL_DEBUG, "stream_open", key, agent_id, "attempt %llu",
             (unsigned long long)st->attempt);
     if (tun_conn_send_raw(c, raw, len) != 0) {
@@ -145,7 +145,7 @@ void tun_relay_from_gateway(tun_server_t *srv, const uint8_t *ident, size_t iden
     }
     char key[33];
     bus_req_id_hex(env->req_id, key);
-    tun_stream_t *st = tun_map_get(srv->streams, key);
+    tun_stream_t *st = strmap_get(srv->streams, key);
     if (!st || st->ident_len != ident_len || memcmp(st->ident, ident, ident_len) != 0) {
         /* A cancel or credit racing the stream's end is normal; anything else is an error. */
         if (env->type == BUS_T_REQ_BODY)
@@ -169,7 +169,7 @@ int tun_relay_from_agent(tun_conn_t *c, const bus_env_t *env, const uint8_t *raw
         return 0;
     char key[33];
     bus_req_id_hex(env->req_id, key);
-    tun_stream_t *st = tun_map_get(srv->streams, key);
+    tun_stream_t *st = strmap_get(srv->streams, key);
     if (!st || st->conn != c) {
         if (env->type == BUS_T_ERROR)
             return 0; /* maybe an admin exchange's error: not ours */

@@ -12,7 +12,7 @@
 #include "identity.h"
 #include "tlscert.h"
 #include "tun_handshake.h"
-#include "tun_map.h"
+#include "strmap.h"
 #include "tun_registry.h"
 
 #include <errno.h>
@@ -173,9 +173,9 @@ static void s_conn_unregister(tun_conn_t *c, const char *reason)
     if (!c->registered)
         return;
     c->registered = false;
-    if (tun_map_get(srv->agents, c->hs.agent_id) == c)
-        tun_map_del(srv->agents, c->hs.agent_id);
-    bus_metric_set(srv->m.connected, (int64_t)tun_map_count(srv->agents));
+    if (strmap_get(srv->agents, c->hs.agent_id) == c)
+        strmap_del(srv->agents, c->hs.agent_id);
+    bus_metric_set(srv->m.connected, (int64_t)strmap_count(srv->agents));
     s_publish_presence(srv, c, "down", reason);
 }
 
@@ -207,7 +207,7 @@ static void s_collect_pending(void *arg, const char *key, void *value)
 static void s_fail_pending(tun_server_t *srv, const char *agent_id, int status, const char *why)
 {
     s_collect_t col = {agent_id, NULL, 0, 0};
-    tun_map_each(srv->pending, s_collect_pending, &col);
+    strmap_each(srv->pending, s_collect_pending, &col);
     for (size_t i = 0; i < col.n; i++)
         s_pending_finish(col.list[i], status, NULL, 0, why);
     free(col.list);
@@ -260,7 +260,7 @@ static void s_pending_finish(s_pending_t *p, int status, const char *text, size_
 {
     tun_server_t *srv = p->srv;
     bus_timer_cancel(srv->loop, &p->timer);
-    tun_map_del(srv->pending, p->req_hex);
+    strmap_del(srv->pending, p->req_hex);
     uint64_t rtt_us = plat_mono_us() - p->started_us;
     if (p->http_wsi && p->http_pss) {
         s_admin_pss_t *pss = p->http_pss;
@@ -309,7 +309,7 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
                                     const uint8_t *req_id, const char *text, size_t text_len,
                                     int *status)
 {
-    tun_conn_t *c = srv->stopping ? NULL : tun_map_get(srv->agents, agent_id);
+    tun_conn_t *c = srv->stopping ? NULL : strmap_get(srv->agents, agent_id);
     if (!c || c->close_code) {
         *status = srv->stopping ? 503 : 404;
         return NULL;
@@ -325,7 +325,7 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
     else
         plat_random(p->req_id, sizeof p->req_id);
     bus_req_id_hex(p->req_id, p->req_hex);
-    if (tun_map_get(srv->pending, p->req_hex)) {
+    if (strmap_get(srv->pending, p->req_hex)) {
         free(p);
         *status = 409;
         return NULL;
@@ -335,8 +335,8 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
     bus_env_t env;
     bus_env_init(&env, BUS_T_ADMIN_ECHO, p->req_id);
     env.u.admin_echo.text = (bus_str_t){text, text_len};
-    if (tun_map_put(srv->pending, p->req_hex, p) != 0 || tun_conn_send(c, &env) != 0) {
-        tun_map_del(srv->pending, p->req_hex);
+    if (strmap_put(srv->pending, p->req_hex, p) != 0 || tun_conn_send(c, &env) != 0) {
+        strmap_del(srv->pending, p->req_hex);
         free(p);
         *status = 502;
         return NULL;
@@ -403,7 +403,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
             return;
         }
         bus_req_id_hex(env->req_id, hex);
-        s_pending_t *p = tun_map_get(srv->pending, hex);
+        s_pending_t *p = strmap_get(srv->pending, hex);
         if (!p || strcmp(p->agent_id, c->hs.agent_id) != 0) {
             /* Late (timed out) or not ours: an agent cannot answer another's request. */
             log_req(LOG_LVL_INFO, "late_reply", hex, c->hs.agent_id, "no such pending request");
@@ -438,7 +438,7 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
 static void s_on_authenticated(tun_conn_t *c)
 {
     tun_server_t *srv = c->srv;
-    tun_conn_t *old = tun_map_get(srv->agents, c->hs.agent_id);
+    tun_conn_t *old = strmap_get(srv->agents, c->hs.agent_id);
     if (old && old != c) {
         /* The newcomer proved the key: the old connection is stale or a duplicate. */
         old->registered = false;
@@ -449,14 +449,14 @@ static void s_on_authenticated(tun_conn_t *c)
         tun_relay_agent_gone(old, "replaced by a newer connection");
         tun_conn_close(old, TUN_CLOSE_REPLACED, "replaced by a newer connection");
     }
-    if (tun_map_put(srv->agents, c->hs.agent_id, c) != 0) {
+    if (strmap_put(srv->agents, c->hs.agent_id, c) != 0) {
         tun_conn_close(c, TUN_CLOSE_TRY_AGAIN, "out of memory");
         return;
     }
     c->registered = true;
     c->ping_mono_us = plat_mono_us();
     bus_metric_inc(srv->m.handshakes_ok);
-    bus_metric_set(srv->m.connected, (int64_t)tun_map_count(srv->agents));
+    bus_metric_set(srv->m.connected, (int64_t)strmap_count(srv->agents));
     bus_env_t w;
     bus_env_init(&w, BUS_T_WELCOME, NULL);
     w.u.welcome.agent_id = (bus_str_t){c->hs.agent_id, strlen(c->hs.agent_id)};
@@ -704,7 +704,7 @@ static void s_list_agent(void *arg, const char *key, void *value)
 static int s_admin_list(tun_server_t *srv, s_admin_pss_t *pss, struct lws *wsi)
 {
     s_list_t l = {json_array()};
-    tun_map_each(srv->agents, s_list_agent, &l);
+    strmap_each(srv->agents, s_list_agent, &l);
     json_t *o = json_pack("{s:o, s:i}", "agents", l.arr, "count", (json_int_t)json_array_size(l.arr));
     char *body = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
@@ -842,7 +842,7 @@ static int s_admin_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
             p->http_wsi = NULL;
             p->http_pss = NULL;
             bus_timer_cancel(srv->loop, &p->timer);
-            tun_map_del(srv->pending, p->req_hex);
+            strmap_del(srv->pending, p->req_hex);
             free(p);
         }
         bus_http_reset(&pss->http);
@@ -1120,9 +1120,9 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
         log_err("config", "%s", err);
         goto fail;
     }
-    srv->agents = tun_map_new();
-    srv->pending = tun_map_new();
-    srv->streams = tun_map_new();
+    srv->agents = strmap_new();
+    srv->pending = strmap_new();
+    srv->streams = strmap_new();
     srv->metrics = bus_metrics_new("hub-tunnel");
     srv->reg = tun_registry_new(&sp, cfg->tunnel_registry_poll_ms);
     if (!srv->agents || !srv->pending || !srv->streams || !srv->metrics || !srv->reg)
@@ -1197,15 +1197,15 @@ void tun_server_destroy(tun_server_t **p)
     bus_timer_cancel(srv->loop, &srv->sweep);
     bus_timer_cancel(srv->loop, &srv->stop_timer);
     if (srv->pending) {
-        tun_map_each(srv->pending, s_free_pending, NULL);
-        tun_map_destroy(&srv->pending);
+        strmap_each(srv->pending, s_free_pending, NULL);
+        strmap_destroy(&srv->pending);
     }
     if (srv->streams) {
         /* Streams end with their connections, which lws closed before this runs. */
-        tun_map_each(srv->streams, s_free_pending, NULL);
-        tun_map_destroy(&srv->streams);
+        strmap_each(srv->streams, s_free_pending, NULL);
+        strmap_destroy(&srv->streams);
     }
-    tun_map_destroy(&srv->agents);
+    strmap_destroy(&srv->agents);
     bus_tap_destroy(&srv->tap);
     bus_zwatch_destroy(&srv->router_watch);
     if (srv->router)

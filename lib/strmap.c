@@ -1,5 +1,5 @@
-/* tun_map: chained hash map keyed by strings (FNV-1a). */
-#include "tun_map.h"
+/* strmap: chained hash map keyed by strings (FNV-1a). */
+#include "strmap.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -12,7 +12,7 @@ typedef struct s_entry {
     struct s_entry *next; /* chain */
 } s_entry_t;
 
-struct tun_map {
+struct strmap {
     s_entry_t **buckets; /* nbuckets chains */
     size_t nbuckets;     /* power of two */
     size_t count;        /* entries */
@@ -28,9 +28,9 @@ static uint64_t s_hash(const char *s)
     return h;
 }
 
-tun_map_t *tun_map_new(void)
+strmap_t *strmap_new(void)
 {
-    tun_map_t *m = calloc(1, sizeof *m);
+    strmap_t *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
     m->nbuckets = 64;
@@ -42,11 +42,11 @@ tun_map_t *tun_map_new(void)
     return m;
 }
 
-void tun_map_destroy(tun_map_t **p)
+void strmap_destroy(strmap_t **p)
 {
     if (!p || !*p)
         return;
-    tun_map_t *m = *p;
+    strmap_t *m = *p;
     for (size_t i = 0; i < m->nbuckets; i++) {
         s_entry_t *e = m->buckets[i];
         while (e) {
@@ -61,7 +61,7 @@ void tun_map_destroy(tun_map_t **p)
     *p = NULL;
 }
 
-static s_entry_t **s_find(const tun_map_t *m, const char *key)
+static s_entry_t **s_find(const strmap_t *m, const char *key)
 {
     s_entry_t **pe = &m->buckets[s_hash(key) & (m->nbuckets - 1)];
     while (*pe && strcmp((*pe)->key, key) != 0)
@@ -69,14 +69,14 @@ static s_entry_t **s_find(const tun_map_t *m, const char *key)
     return pe;
 }
 
-void *tun_map_get(const tun_map_t *m, const char *key)
+void *strmap_get(const strmap_t *m, const char *key)
 {
     s_entry_t *e = *s_find(m, key);
     return e ? e->value : NULL;
 }
 
 /* Doubles the bucket array; keeps the map as is when memory is short. */
-static void s_grow(tun_map_t *m)
+static void s_grow(strmap_t *m)
 {
     size_t nb = m->nbuckets * 2;
     s_entry_t **b = calloc(nb, sizeof *b);
@@ -97,7 +97,7 @@ static void s_grow(tun_map_t *m)
     m->nbuckets = nb;
 }
 
-int tun_map_put(tun_map_t *m, const char *key, void *value)
+int strmap_put(strmap_t *m, const char *key, void *value)
 {
     s_entry_t **pe = s_find(m, key);
     if (*pe) {
@@ -120,7 +120,7 @@ int tun_map_put(tun_map_t *m, const char *key, void *value)
     return 0;
 }
 
-void *tun_map_del(tun_map_t *m, const char *key)
+void *strmap_del(strmap_t *m, const char *key)
 {
     s_entry_t **pe = s_find(m, key);
     s_entry_t *e = *pe;
@@ -134,12 +134,12 @@ void *tun_map_del(tun_map_t *m, const char *key)
     return v;
 }
 
-size_t tun_map_count(const tun_map_t *m)
+size_t strmap_count(const strmap_t *m)
 {
     return m->count;
 }
 
-void tun_map_each(const tun_map_t *m, void (*fn)(void *arg, const char *key, void *value),
+void strmap_each(const strmap_t *m, void (*fn)(void *arg, const char *key, void *value),
                   void *arg)
 {
     for (size_t i = 0; i < m->nbuckets; i++) {
