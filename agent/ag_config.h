@@ -38,6 +38,12 @@ typedef struct {
     int64_t adapters;            /* agent-adapter workers supervised by `agent run` */
     char *adapter_ipc;           /* ROUTER endpoint the adapters connect to */
     char *adapter_exe;           /* agent-adapter executable ("" = beside the agent's) */
+    char *ledger_ipc;            /* ROUTER endpoint agent-ledger connects to */
+    char *ledger_exe;            /* agent-ledger executable ("" = beside the agent's) */
+    char *ledger_db;             /* the agent's ledger database (SQLite, WAL) */
+    int64_t ledger_resend_ms;    /* unacknowledged usage reports are re-sent this often */
+    int64_t ledger_wait_ms;      /* a ledger.tx for a request still in flight waits this long
+                                    for its usage record, then is written without it */
     /* [upstream] */
     int64_t connect_timeout_ms;  /* vendor connection (TCP + TLS) timeout */
     bool http2;                  /* offer HTTP/2 to vendors (multiplexed), else HTTP/1.1 */

@@ -50,6 +50,22 @@ typedef struct {
     int64_t gateway_first_byte_timeout_ms; /* no response head by then: 504 */
     int64_t gateway_key_poll_ms;    /* key/user change poll (revocations) */
     char *gateway_tap;              /* XPUB mirror of the gateway's envelopes ("" = off) */
+    int64_t gateway_hold_timeout_ms; /* hub-billing must grant the hold by then, else 503 */
+    int64_t gateway_report_resend_ms; /* unacknowledged usage reports are re-sent this often */
+    /* [bus] (billing) */
+    char *billing_router;           /* ROUTER hub-billing binds for gateways */
+    char *billing_tap;              /* XPUB mirror of hub-billing's envelopes ("" = off) */
+    /* [billing] */
+    char *billing_metrics_listen;   /* Prometheus metrics ("" = off) */
+    int64_t billing_fee_ppm;        /* the hub's fee, parts per million of each cost */
+    int64_t billing_default_max_tokens; /* output bound of a hold when max_tokens is not given */
+    int64_t billing_hold_ttl_ms;    /* a hold expires this long after it was granted */
+    char *billing_unpriced;         /* "refuse" (503) or "free" for models without a price */
+    int64_t billing_agent_grace_ms; /* an agent's report settles alone after this without the
+                                       gateway's */
+    int64_t billing_resend_ms;      /* unacknowledged ledger rows are re-sent this often */
+    int64_t billing_poll_ms;        /* top-ups and prices are looked for this often */
+    int64_t billing_batch;          /* most holds / reports / settlements per transaction */
     /* [log] */
     int log_level; /* log_level_t */
 } hub_config_t;

@@ -12,6 +12,7 @@
 #ifndef STORE_H
 #define STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -130,5 +131,170 @@ int store_key_list(store_t *s, int64_t user_id, store_key_t **out, size_t *n);
 /* A number that changes whenever any user or key is added or changed (a revocation, a user
  * disabled): readers (the gateway's key cache) poll it to know when to reload. */
 int store_keys_rev(store_t *s, int64_t *rev);
+
+/* ---- billing (migration 003) ---------------------------------------------------------------
+ * Money is int64 micro-units (lib/money.h); times are Unix milliseconds. hub-billing is the only
+ * writer of balances, holds, settlements and the ledger (DESIGN §1); hubctl only queues
+ * top-ups (store_topup_add) and writes prices. Every billing write that belongs together is one
+ * transaction; batch functions are one transaction for the whole batch (group commit) and
+ * change nothing when any part fails. */
+
+#include "../ledger.h"
+
+#define STORE_MODEL_MAX 256
+
+/* One price version of one model: micro-units per one million tokens. */
+typedef struct {
+    char model[STORE_MODEL_MAX + 1];
+    int64_t effective_from; /* Unix ms; the version applies to requests settled from then on */
+    int64_t input;          /* uncached input tokens */
+    int64_t output;         /* output tokens */
+    int64_t cached_input;   /* cached input tokens */
+    int64_t created_at;     /* Unix ms the row was written */
+} store_price_t;
+
+/* Adds a price version. model: 1..256 bytes of UTF-8 without control characters; prices >= 0
+ * (else -EINVAL). -EEXIST if (model, effective_from) exists. Moves store_prices_rev. */
+int store_price_set(store_t *s, const store_price_t *p);
+/* Every version of every model, ordered by model, effective_from; *out malloc'd (free()). */
+int store_price_list(store_t *s, store_price_t **out, size_t *n);
+/* The version in force at at_ms: the newest with effective_from <= at_ms. -ENOENT if none. */
+int store_price_at(store_t *s, const char *model, int64_t at_ms, store_price_t *out);
+/* A number that changes whenever a price row is added. */
+int store_prices_rev(store_t *s, int64_t *rev);
+
+/* A user's money. */
+typedef struct {
+    int64_t user_id;
+    int64_t balance;        /* after every applied top-up and every settled charge */
+    int64_t held;           /* sum of the user's active holds */
+    int64_t pending_topups; /* queued top-ups not applied yet */
+} store_balance_t;
+
+/* Queues a top-up (amount > 0, else -EINVAL; -ENOENT for an unknown user). *id (may be NULL)
+ * gets its id. hub-billing applies it (store_topups_apply). */
+int store_topup_add(store_t *s, int64_t user_id, int64_t amount, int64_t created_at,
+                    int64_t *id);
+/* Whether top-up id has been applied: 1 yes, 0 not yet, -ENOENT unknown. */
+int store_topup_applied(store_t *s, int64_t id);
+/* Billing: applies every queued top-up in one transaction (balance += amount, marked applied
+ * at now). *applied (may be NULL) gets how many. */
+int store_topups_apply(store_t *s, int64_t now, size_t *applied);
+/* The user's balance, active holds and queued top-ups (a user with no money row: all 0).
+ * -ENOENT for an unknown user. */
+int store_balance_get(store_t *s, int64_t user_id, store_balance_t *out);
+
+/* Hold states. */
+#define STORE_HOLD_ACTIVE 0   /* reserves amount from the user's balance */
+#define STORE_HOLD_SETTLED 1  /* released by the request's settlement */
+#define STORE_HOLD_EXPIRED 2  /* released by its expiry */
+#define STORE_HOLD_REFUSED 3  /* never granted (insufficient balance); kept for idempotency */
+
+typedef struct {
+    uint8_t req_id[16]; /* the request's base id; unique */
+    int64_t user_id;
+    int64_t amount;     /* >= 0 */
+    int64_t created_at; /* ms */
+    int64_t expires_at; /* ms */
+    int state;          /* STORE_HOLD_* */
+} store_hold_t;
+
+/* Billing: places a batch of holds in one transaction, in order. For each: a req_id that has a
+ * hold already gets its earlier outcome (idempotent re-send); otherwise it is granted iff
+ * amount <= balance - (the user's active holds, including those granted earlier in this
+ * batch), and written ACTIVE, or written REFUSED. results[i]: 1 granted, 0 refused;
+ * available[i] (may be NULL): what the user had left after it. created_at/state are ignored
+ * on input. */
+int store_holds_place(store_t *s, const store_hold_t *holds, size_t n, int *results,
+                      int64_t *available);
+/* The hold of a request; -ENOENT if none. */
+int store_hold_get(store_t *s, const uint8_t req_id[16], store_hold_t *out);
+/* Billing: marks ACTIVE holds with expires_at <= now EXPIRED. *n (may be NULL) gets how many. */
+int store_holds_expire(store_t *s, int64_t now, size_t *n);
+/* Sum and count of ACTIVE holds (metrics). */
+int store_holds_outstanding(store_t *s, int64_t *amount, int64_t *count);
+
+/* One usage report as billing keeps it until its request is settled (envelope usage.report). */
+#define STORE_SOURCE_MAX 15
+typedef struct {
+    uint8_t req_id[16];
+    char source[STORE_SOURCE_MAX + 1]; /* "gateway" or "agent" */
+    uint32_t attempt;                  /* >= 1 */
+    char agent_id[STORE_AGENT_ID_MAX + 1];
+    int64_t user_id;
+    char model[STORE_MODEL_MAX + 1];
+    int status;                        /* vendor HTTP status, 0 = none */
+    bool delivered, complete, estimated;
+    int64_t input_tokens, cached_tokens, output_tokens;
+    int64_t received_at;               /* ms */
+} store_usage_t;
+
+/* Billing: stores a batch of reports in one transaction. A report whose (req_id, source,
+ * attempt) is stored already is left as it was (a re-send). */
+int store_usage_put(store_t *s, const store_usage_t *u, size_t n);
+/* Billing: the stored reports of requests not settled yet, oldest first, at most limit;
+ * *out malloc'd (free()). */
+int store_usage_pending(store_t *s, size_t limit, store_usage_t **out, size_t *n);
+/* Every stored report of one request (any state), ordered by source, attempt. */
+int store_usage_of(store_t *s, const uint8_t req_id[16], store_usage_t **out, size_t *n);
+
+/* A settlement: how one request ended for billing. */
+#define STORE_OUTCOME_BILLED 1  /* charged: a ledger row was appended */
+#define STORE_OUTCOME_NOTHING 2 /* nothing to charge (no tokens: vendor failure, refused hold) */
+typedef struct {
+    uint8_t req_id[16];
+    int outcome;          /* STORE_OUTCOME_* */
+    int64_t user_id;
+    int64_t settled_at;   /* ms */
+    ledger_row_t row;     /* outcome BILLED: the sealed row to append (row.req_id == req_id,
+                             row.seq == the agent's last seq + 1, row.prev_hash its hash) */
+} store_settle_t;
+
+/* Billing: settles a batch in one transaction. For each: inserts the settlement (req_id
+ * unique), marks the request's hold SETTLED (if it has one), deletes its pending reports, and
+ * for BILLED also debits the user's balance by row.cost, credits the agent's account by
+ * row.credit, adds row.fee to the hub's revenue and appends the row (unique (agent_id, seq),
+ * unique req_id). A req_id settled already fails the whole batch with -EALREADY and a seq or
+ * prev_hash that does not follow the agent's chain with -ESTALE: callers check first (billing
+ * is the only writer) and retry the batch without the culprit. */
+int store_settle(store_t *s, const store_settle_t *items, size_t n);
+/* Whether a request is settled: 1 yes (*outcome set, may be NULL), 0 no. */
+int store_settled(store_t *s, const uint8_t req_id[16], int *outcome);
+
+/* The newest row of an agent's chain: *seq 0 and a zero hash when it has none. */
+int store_ledger_head(store_t *s, const char *agent_id, uint64_t *seq,
+                      uint8_t hash[LEDGER_HASH_LEN]);
+/* Rows of an agent with seq >= from_seq, in seq order, at most limit (0 = all); *out
+ * malloc'd (free()). */
+int store_ledger_range(store_t *s, const char *agent_id, uint64_t from_seq, size_t limit,
+                       ledger_row_t **out, size_t *n);
+/* The agent's row for a request; -ENOENT if none. */
+int store_ledger_by_req(store_t *s, const uint8_t req_id[16], ledger_row_t *out);
+/* Records that the agent has written every row up to seq (never moves back). Unknown agents
+ * are fine (the account row is created). */
+int store_ledger_ack(store_t *s, const char *agent_id, uint64_t seq);
+
+/* An agent's account. */
+typedef struct {
+    char agent_id[STORE_AGENT_ID_MAX + 1];
+    int64_t credit;     /* sum of its ledger rows' credit */
+    uint64_t last_seq;  /* its chain's newest row */
+    uint64_t acked_seq; /* the newest row it acknowledged */
+} store_account_t;
+
+/* Every agent with an account (a ledger row or an ack), ordered by agent_id. */
+int store_account_list(store_t *s, store_account_t **out, size_t *n);
+
+/* Totals over the whole hub (metrics, tests, ledger-diff). */
+typedef struct {
+    int64_t topups;        /* sum of applied top-ups */
+    int64_t balances;      /* sum of user balances */
+    int64_t debits;        /* sum of ledger cost */
+    int64_t credits;       /* sum of ledger credit (= sum of agent accounts) */
+    int64_t fees;          /* sum of ledger fee (the hub's revenue) */
+    int64_t ledger_rows;   /* rows over all chains */
+    int64_t settled;       /* settlements of any outcome */
+} store_totals_t;
+int store_billing_totals(store_t *s, store_totals_t *out);
 
 #endif
