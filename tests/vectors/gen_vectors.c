@@ -235,6 +235,141 @@ static void s_gv_registry_changed(bus_env_t *e, bus_buf_t *scratch)
     e->u.registry_changed.what = bus_str_c("keys");
 }
 
+/* Expected money envelopes (every field set). */
+static const uint8_t s_gv_hash_a[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                        17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
+                                        31, 32};
+static const uint8_t s_gv_hash_b[32] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+                                        0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+                                        0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
+                                        0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf};
+#define S_GV_AGENT "b3k5q2m7x9c4t6w8z2n4p6r8s1u3v5y7"
+
+static void s_gv_hold_req(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_HOLD_REQ;
+    s_gv_req_id(e);
+    e->u.hold_req.user_id = 42;
+    e->u.hold_req.model = bus_str_c("gpt-4o-mini");
+    e->u.hold_req.body_bytes = 1834;
+    e->u.hold_req.max_tokens = 256;
+}
+
+static void s_gv_hold_reply(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_HOLD_REPLY;
+    s_gv_req_id(e);
+    e->u.hold_reply.ok = true;
+    e->u.hold_reply.amount = 1234567;
+    e->u.hold_reply.status = 402;
+    e->u.hold_reply.code = bus_str_c("insufficient_quota");
+    e->u.hold_reply.message = bus_str_c("balance too low for this request");
+}
+
+static void s_gv_usage_report(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_USAGE_REPORT;
+    s_gv_req_id(e);
+    e->u.usage_report.source = bus_str_c("gateway");
+    e->u.usage_report.attempt = 2;
+    e->u.usage_report.agent_id = bus_str_c(S_GV_AGENT);
+    e->u.usage_report.user_id = 42;
+    e->u.usage_report.model = bus_str_c("gpt-4o-mini");
+    e->u.usage_report.status = 200;
+    e->u.usage_report.delivered = true;
+    e->u.usage_report.complete = true;
+    e->u.usage_report.estimated = true;
+    e->u.usage_report.input_tokens = 1200;
+    e->u.usage_report.cached_tokens = 1024;
+    e->u.usage_report.output_tokens = 345;
+}
+
+static void s_gv_usage_ack(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_USAGE_ACK;
+    s_gv_req_id(e);
+    e->u.usage_ack.source = bus_str_c("agent");
+    e->u.usage_ack.attempt = 1;
+    e->u.usage_ack.agent_id = bus_str_c(S_GV_AGENT);
+}
+
+static void s_gv_ledger_tx(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_LEDGER_TX;
+    s_gv_req_id(e);
+    e->u.ledger_tx.agent_id = bus_str_c(S_GV_AGENT);
+    e->u.ledger_tx.seq = 77;
+    e->u.ledger_tx.attempt = 1;
+    e->u.ledger_tx.user_id = 42;
+    e->u.ledger_tx.model = bus_str_c("gpt-4o-mini");
+    e->u.ledger_tx.input_tokens = 1200;
+    e->u.ledger_tx.cached_tokens = 1024;
+    e->u.ledger_tx.output_tokens = 345;
+    e->u.ledger_tx.estimated = true;
+    e->u.ledger_tx.cost = 1851;
+    e->u.ledger_tx.fee = 185;
+    e->u.ledger_tx.credit = 1666;
+    e->u.ledger_tx.hold = 20000;
+    e->u.ledger_tx.price_from = 1764115200000;
+    e->u.ledger_tx.fee_ppm = 100000;
+    e->u.ledger_tx.created_ms = 1795000000123;
+    e->u.ledger_tx.prev_hash = (bus_bin_t){s_gv_hash_a, 32};
+    e->u.ledger_tx.hash = (bus_bin_t){s_gv_hash_b, 32};
+    e->u.ledger_tx.in_flight = true;
+}
+
+static void s_gv_ledger_ack(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_LEDGER_ACK;
+    e->u.ledger_ack.agent_id = bus_str_c(S_GV_AGENT);
+    e->u.ledger_ack.seq = 77;
+    e->u.ledger_ack.verdict = bus_str_c("verified");
+}
+
+static void s_gv_ledger_nack(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_LEDGER_NACK;
+    e->u.ledger_nack.agent_id = bus_str_c(S_GV_AGENT);
+    e->u.ledger_nack.seq = 79;
+    e->u.ledger_nack.last_seq = 77;
+    e->u.ledger_nack.reason = bus_str_c("seq 79 does not follow 77");
+}
+
+static void s_gv_ledger_sync(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_LEDGER_SYNC;
+    e->u.ledger_sync.agent_id = bus_str_c(S_GV_AGENT);
+    e->u.ledger_sync.last_seq = 77;
+    e->u.ledger_sync.last_hash = (bus_bin_t){s_gv_hash_b, 32};
+}
+
+static void s_gv_price_table(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_PRICE_TABLE;
+    e->u.price_table.agent_id = bus_str_c(S_GV_AGENT);
+    e->u.price_table.model = bus_str_c("gpt-4o-mini");
+    e->u.price_table.effective_from = 1764115200000;
+    e->u.price_table.input = 150000;
+    e->u.price_table.output = 600000;
+    e->u.price_table.cached_input = 75000;
+}
+
+static void s_gv_billing_poke(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_BILLING_POKE;
+    e->u.billing_poke.what = bus_str_c("topups");
+}
+
 /* ---- hand-packed vectors ---- */
 
 /* Packs a str. */
@@ -400,6 +535,16 @@ static const gv_vector_t gv_vectors[] = {
     {"resp_chunk.bin", s_gv_resp_chunk, NULL},
     {"resp_end.bin", s_gv_resp_end, NULL},
     {"registry_changed.bin", s_gv_registry_changed, NULL},
+    {"hold_req.bin", s_gv_hold_req, NULL},
+    {"hold_reply.bin", s_gv_hold_reply, NULL},
+    {"usage_report.bin", s_gv_usage_report, NULL},
+    {"usage_ack.bin", s_gv_usage_ack, NULL},
+    {"ledger_tx.bin", s_gv_ledger_tx, NULL},
+    {"ledger_ack.bin", s_gv_ledger_ack, NULL},
+    {"ledger_nack.bin", s_gv_ledger_nack, NULL},
+    {"ledger_sync.bin", s_gv_ledger_sync, NULL},
+    {"price_table.bin", s_gv_price_table, NULL},
+    {"billing_poke.bin", s_gv_billing_poke, NULL},
     {"x_admin_echo_reordered.bin", s_gv_x_reordered, s_gv_x_reordered_pack},
     {"x_ping_wide.bin", s_gv_x_wide, s_gv_x_wide_pack},
     {"x_resp_head_nils.bin", s_gv_x_nils, s_gv_x_nils_pack},
