@@ -90,4 +90,26 @@ const usage_t *usage_get(const usage_sniffer_t *s);
  * has been classified (usage_event_fn called). For a body, the bytes fed so far. */
 uint64_t usage_hold_from(const usage_sniffer_t *s);
 
+/* The figures a request is billed on: the one rule the gateway (on what the user got) and the
+ * agent (on what it sent) share (DESIGN §4), so the same bytes give the same figures.
+ *  - the vendor's own figures were seen (u->found): those, as they are;
+ *  - otherwise, a vendor status that is not 2xx (or none: no answer at all): nothing, since
+ *    vendors do not charge failed requests;
+ *  - otherwise the answer ended early (user cancel, vendor drop, usage missing): estimated,
+ *      input  = ceil(body_bytes / 4)        the request body as the user sent it (req.open's
+ *                                           body_size): prompt tokens are counted, not waived
+ *      cached = 0
+ *      output = ceil(u->output_chars / 4)   what was produced before the end
+ *    (4 bytes or characters per token: the usual figure for English text with the vendors'
+ *    tokenizers; a documented rule, not a tokenizer). */
+typedef struct {
+    int64_t input_tokens;  /* cached ones included */
+    int64_t cached_tokens;
+    int64_t output_tokens;
+    bool estimated;        /* the estimate rule was used */
+} usage_bill_t;
+
+/* Applies the rule above. u may be NULL (nothing seen). status: the vendor's HTTP status. */
+void usage_bill(const usage_t *u, int status, int64_t body_bytes, usage_bill_t *out);
+
 #endif
