@@ -44,6 +44,8 @@ const cfg_entry_t ag_config_table[] = {
      "ROUTER endpoint agent-ledger connects to", 0, 0},
     {"agent", "ledger_exe", CFG_STR, A(ledger_exe), "",
      "agent-ledger executable (\"\" = the one beside agent)", 0, 0},
+    {"agent", "ledger_metrics_listen", CFG_LISTEN, A(ledger_metrics_listen), "",
+     "agent-ledger's Prometheus metrics: disputes, unbilled, rows (\"\" = off)", 0, 0},
     {"agent", "ledger_db", CFG_PATH, A(ledger_db), "agent-ledger.db",
      "the agent's ledger database (SQLite, WAL)", 0, 0},
     {"agent", "ledger_resend", CFG_MS, A(ledger_resend_ms), "2s",

@@ -40,6 +40,7 @@ typedef struct {
     char *adapter_exe;           /* agent-adapter executable ("" = beside the agent's) */
     char *ledger_ipc;            /* ROUTER endpoint agent-ledger connects to */
     char *ledger_exe;            /* agent-ledger executable ("" = beside the agent's) */
+    char *ledger_metrics_listen; /* agent-ledger's Prometheus metrics ("" = off) */
     char *ledger_db;             /* the agent's ledger database (SQLite, WAL) */
     int64_t ledger_resend_ms;    /* unacknowledged usage reports are re-sent this often */
     int64_t ledger_wait_ms;      /* a ledger.tx for a request still in flight waits this long

@@ -79,9 +79,17 @@ int money_price(const money_price_t *price, const money_usage_t *usage, int64_t 
     __int128 cost = (sum + (MONEY_MICROS - 1)) / MONEY_MICROS; /* rounded once, up */
     if (cost > INT64_MAX)
         return -ERANGE;
-    __int128 fee = cost * fee_ppm / MONEY_MICROS; /* rounded down: never in the hub's favour */
-    out->cost = (int64_t)cost;
+    return money_split((int64_t)cost, fee_ppm, out);
+}
+
+int money_split(int64_t cost, int64_t fee_ppm, money_split_t *out)
+{
+    if (!out || cost < 0 || fee_ppm < 0 || fee_ppm > MONEY_MICROS)
+        return -EINVAL;
+    __int128 fee = (__int128)cost * fee_ppm / MONEY_MICROS; /* rounded down: never in the
+                                                               hub's favour */
+    out->cost = cost;
     out->fee = (int64_t)fee;
-    out->credit = (int64_t)(cost - fee);
+    out->credit = cost - (int64_t)fee;
     return 0;
 }

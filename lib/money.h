@@ -56,4 +56,8 @@ int money_format(int64_t micros, char out[MONEY_TEXT_MAX]);
 int money_price(const money_price_t *price, const money_usage_t *usage, int64_t fee_ppm,
                 money_split_t *out);
 
+/* Splits a cost that is already known (a charge capped at its hold) by the same rule: fee =
+ * floor(cost * fee_ppm / 1,000,000), credit = cost - fee. 0 or -EINVAL. */
+int money_split(int64_t cost, int64_t fee_ppm, money_split_t *out);
+
 #endif

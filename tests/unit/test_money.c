@@ -137,6 +137,30 @@ static void test_bad_inputs_and_overflow(void **state)
     assert_int_equal(s.fee + s.credit, INT64_MAX);
 }
 
+/* money_split: the same rule for a cost that is already known (a charge capped at its hold). */
+static void test_split_known_cost(void **state)
+{
+    (void)state;
+    money_split_t o;
+    assert_int_equal(money_split(1851, 100000, &o), 0);
+    assert_int_equal(o.cost, 1851);
+    assert_int_equal(o.fee, 185);
+    assert_int_equal(o.credit, 1666);
+    assert_int_equal(money_split(INT64_MAX, 999999, &o), 0);
+    assert_int_equal(o.fee + o.credit, INT64_MAX);
+    assert_int_equal(money_split(0, 500000, &o), 0);
+    assert_int_equal(o.fee, 0);
+    assert_int_equal(money_split(-1, 0, &o), -EINVAL);
+    assert_int_equal(money_split(5, 1000001, &o), -EINVAL);
+    /* money_price and money_split agree. */
+    money_price_t p = {.input = 2500000, .cached_input = 1250000, .output = 10000000};
+    money_usage_t u = {.input = 1234, .cached_input = 1000, .output = 777};
+    money_split_t a, b;
+    assert_int_equal(money_price(&p, &u, 123456, &a), 0);
+    assert_int_equal(money_split(a.cost, 123456, &b), 0);
+    assert_memory_equal(&a, &b, sizeof a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +169,7 @@ int main(void)
         cmocka_unit_test(test_cost_rounds_once_up),
         cmocka_unit_test(test_fee_and_credit_add_up),
         cmocka_unit_test(test_bad_inputs_and_overflow),
+        cmocka_unit_test(test_split_known_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
