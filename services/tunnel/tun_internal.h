@@ -50,6 +50,7 @@ typedef struct {
     bus_metric_t *admin_timeouts, *registry_agents, *registry_errors, *tap_dropped;
     bus_metric_t *hs_fail[17];
     bus_metric_t *streams_open, *streams_total, *streams_orphaned;
+    bus_metric_t *billing_dropped;
 } tun_metrics_t;
 
 struct tun_server {

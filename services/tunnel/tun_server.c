@@ -348,6 +348,57 @@ static s_pending_t *s_pending_start(tun_server_t *srv, const char *agent_id,
     return p;
 }
 
+/* ---- money: agents ⇄ hub-billing ----------------------------------------------------------- */
+
+/* hub-billing's DEALER identity on our ROUTER (services/billing). */
+#define S_BILLING_IDENT "billing"
+
+/* An agent's usage.report / ledger.ack / ledger.nack / ledger.sync, forwarded to hub-billing
+ * with the agent id stamped from the authenticated connection (what the agent wrote there is
+ * replaced: an agent cannot report or acknowledge for another). When billing is not running
+ * the message is dropped: its sender re-sends until it is acknowledged. */
+static void s_money_to_billing(tun_conn_t *c, const bus_env_t *env)
+{
+    tun_server_t *srv = c->srv;
+    bus_env_t out = *env;
+    bus_str_t id = {c->hs.agent_id, strlen(c->hs.agent_id)};
+    switch (out.type) {
+    case BUS_T_USAGE_REPORT: out.u.usage_report.agent_id = id; break;
+    case BUS_T_LEDGER_ACK: out.u.ledger_ack.agent_id = id; break;
+    case BUS_T_LEDGER_NACK: out.u.ledger_nack.agent_id = id; break;
+    case BUS_T_LEDGER_SYNC: out.u.ledger_sync.agent_id = id; break;
+    default: return;
+    }
+    int rc = tun_bus_send(srv, (const uint8_t *)S_BILLING_IDENT, strlen(S_BILLING_IDENT), &out);
+    if (rc != 0) {
+        bus_metric_inc(srv->m.billing_dropped);
+        log_agent(LOG_LVL_DEBUG, "billing_unreachable", c->hs.agent_id, "%s dropped: %s",
+                  bus_type_name(out.type), strerror(-rc));
+    }
+}
+
+/* hub-billing's ledger.tx / price.table / usage.ack for an agent (agent_id names it), relayed
+ * as is; an agent that is not connected here is skipped (billing re-sends after its sync). */
+static void s_money_to_agent(tun_server_t *srv, const bus_env_t *env, const uint8_t *raw,
+                             size_t len)
+{
+    bus_str_t id = env->type == BUS_T_LEDGER_TX     ? env->u.ledger_tx.agent_id
+                   : env->type == BUS_T_PRICE_TABLE ? env->u.price_table.agent_id
+                                                    : env->u.usage_ack.agent_id;
+    char agent[ID_AGENT_ID_LEN + 1];
+    if (id.len == 0 || id.len >= sizeof agent)
+        return;
+    memcpy(agent, id.p, id.len);
+    agent[id.len] = '\0';
+    tun_conn_t *c = strmap_get(srv->agents, agent);
+    if (!c || c->close_code) {
+        log_agent(LOG_LVL_DEBUG, "money_agent_absent", agent, "%s not delivered",
+                  bus_type_name(env->type));
+        return;
+    }
+    tun_conn_send_raw(c, raw, len);
+}
+
 /* ---- agent messages ----------------------------------------------------------------------- */
 
 /* Handles a message from an authenticated agent; raw is its encoded form. */
@@ -361,6 +412,12 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
     case BUS_T_RESP_END:
     case BUS_T_CREDIT:
         tun_relay_from_agent(c, env, raw, len);
+        return;
+    case BUS_T_USAGE_REPORT:
+    case BUS_T_LEDGER_ACK:
+    case BUS_T_LEDGER_NACK:
+    case BUS_T_LEDGER_SYNC:
+        s_money_to_billing(c, env);
         return;
     case BUS_T_PING: {
         bus_env_t r;
@@ -896,6 +953,9 @@ static void s_on_router(void *arg, void *zsock)
         log_debug("registry_changed", "%.*s", (int)w.len, w.p);
     } else if (tun_relay_is_gateway_type(env.type)) {
         tun_relay_from_gateway(srv, ident, (size_t)il, &env, buf, len);
+    } else if (env.type == BUS_T_LEDGER_TX || env.type == BUS_T_PRICE_TABLE ||
+               env.type == BUS_T_USAGE_ACK) {
+        s_money_to_agent(srv, &env, buf, len);
     } else if (env.type == BUS_T_ADMIN_ECHO) {
         char id[ID_AGENT_ID_LEN + 1] = "";
         if (env.u.admin_echo.agent_id.len && env.u.admin_echo.agent_id.len < sizeof id) {
@@ -1086,6 +1146,9 @@ static void s_register_metrics(tun_server_t *srv)
                                          "agents in the cached registry");
     x->registry_errors = bus_metrics_add(m, BUS_COUNTER, "relayhub_tunnel_registry_errors_total",
                                          NULL, "database errors while reading the registry");
+    x->billing_dropped = bus_metrics_add(m, BUS_COUNTER, "relayhub_tunnel_billing_dropped_total",
+                                         NULL, "agents' money messages dropped while hub-billing "
+                                               "was unreachable (their senders re-send)");
     x->streams_open = bus_metrics_add(m, BUS_GAUGE, "relayhub_tunnel_streams_open", NULL,
                                       "streams relayed between gateways and agents now");
     x->streams_total = bus_metrics_add(m, BUS_COUNTER, "relayhub_tunnel_streams_total", NULL,
