@@ -7,6 +7,7 @@
 #include "bus_plat.h"
 #include "bus_tap.h"
 #include "gw_auth.h"
+#include "gw_billing.h"
 #include "gw_routes.h"
 #include "jsonscan.h"
 #include "strmap.h"
@@ -76,6 +77,9 @@ struct gw_req {
     int attempts;                /* streams opened so far */
     bool stream_open;            /* an attempt is in progress at the agent */
     char last_error[160];        /* why the last attempt failed */
+    /* billing */
+    int hold;                    /* S_HOLD_*: no response byte goes out before GRANTED */
+    int vendor_status;           /* the status of the agent's resp.head (0: none came) */
     bus_timer_t timer;           /* first-byte timeout */
     /* response */
     bool answered;               /* a response (or error) is decided */
@@ -103,6 +107,9 @@ struct gw_req {
     gw_req_t *prev, *next;       /* all requests */
 };
 
+/* A request's hold on its user's balance (gw_billing). */
+enum { S_HOLD_NONE = 0, S_HOLD_PENDING, S_HOLD_GRANTED, S_HOLD_REFUSED };
+
 typedef struct {
     bus_metric_t *requests, *active, *errors_4xx, *errors_5xx, *retries, *cancels;
     bus_metric_t *bytes_out, *msgs_in, *msgs_out, *agents, *auth_hits, *auth_misses;
@@ -113,6 +120,7 @@ struct gw_server {
     bus_loop_t *loop;         /* borrowed */
     struct lws_vhost *vh;     /* the users' listener */
     gw_auth_t *auth;          /* key checks */
+    gw_billing_t *billing;    /* holds and usage reports */
     gw_routes_t *routes;      /* agents by model */
     strmap_t *streams;       /* req hex → gw_req_t with a stream open */
     gw_req_t *reqs;           /* every request in progress */
@@ -192,12 +200,50 @@ static void s_cancel_stream(gw_req_t *r, const char *reason)
     bus_timer_cancel(r->srv->loop, &r->timer);
 }
 
+/* Reports what the request used to hub-billing: once, when it is over, for every request that
+ * asked for a hold (the figures from exactly the bytes the user got: DESIGN §4). */
+static void s_report_usage(gw_req_t *r)
+{
+    if (r->hold == S_HOLD_NONE || r->attempts < 1)
+        return;
+    if (r->hold == S_HOLD_PENDING)
+        gw_billing_hold_cancel(r->srv->billing, r->req_id);
+    const usage_t *u = usage_get(r->sniff);
+    usage_bill_t bill;
+    usage_bill(u, r->vendor_status, r->content_length, &bill);
+    const jscan_result_t *res = jscan_result(r->scan);
+    gw_report_t rep = {
+        .attempt = (uint32_t)r->attempts,
+        .agent_id = r->agent_id,
+        .user_id = r->who.user_id,
+        .model = res && res->has_model ? res->model : "",
+        .model_len = res && res->has_model ? res->model_len : 0,
+        .status = r->vendor_status,
+        .delivered = r->hold == S_HOLD_GRANTED,
+        .complete = u && u->done,
+        .estimated = bill.estimated,
+        .input_tokens = bill.input_tokens,
+        .cached_tokens = bill.cached_tokens,
+        .output_tokens = bill.output_tokens,
+    };
+    if (gw_billing_report(r->srv->billing, r->req_id, &rep) != 0)
+        log_req(LOG_LVL_ERR, "usage_report_lost", r->req_hex, r->agent_id,
+                "out of memory: hub-billing settles from the agent's report");
+    log_req(LOG_LVL_DEBUG, "usage_reported", r->req_hex, r->agent_id,
+            "attempt %d status %d%s: in %lld (cached %lld), out %lld%s", r->attempts,
+            r->vendor_status, rep.delivered ? "" : " (not delivered)",
+            (long long)bill.input_tokens, (long long)bill.cached_tokens,
+            (long long)bill.output_tokens, bill.estimated ? " (estimated)" : "");
+    r->hold = S_HOLD_NONE;
+}
+
 static void s_req_free(gw_req_t *r)
 {
     gw_server_t *srv = r->srv;
     if (r->auth_pending)
         gw_auth_cancel(srv->auth, r->auth_ticket);
     s_cancel_stream(r, "request over");
+    s_report_usage(r);
     bus_timer_cancel(srv->loop, &r->timer);
     jscan_destroy(&r->scan);
     s_seg_free_all(&r->body, &r->body_tail);
@@ -340,6 +386,8 @@ static int s_writeable(gw_req_t *r, struct lws *wsi)
 {
     if (!r->answered)
         return 0;
+    if (r->vendor_status && r->hold == S_HOLD_PENDING)
+        return 0; /* the vendor's answer waits for the hold (s_on_hold) */
     if (!r->headers_out) {
         if (!r->ended && !r->chunked && !r->out)
             return 0;
@@ -472,6 +520,62 @@ static void s_attempt_failed(gw_req_t *r, int status, const char *why)
     s_fail(r, status ? status : 502, "server_error", "upstream_error", msg);
 }
 
+/* hub-billing's answer to the request's hold. */
+static void s_on_hold(void *arg, const bus_hold_reply_t *reply)
+{
+    gw_req_t *r = arg;
+    if (reply && reply->ok) {
+        r->hold = S_HOLD_GRANTED;
+        if (r->wsi)
+            lws_callback_on_writable(r->wsi);
+        return;
+    }
+    r->hold = S_HOLD_REFUSED;
+    if (r->headers_out)
+        return; /* never: nothing is written before the hold */
+    /* Whatever the vendor sent so far is dropped: the user gets the refusal instead. */
+    s_cancel_stream(r, "hold refused");
+    s_seg_free_all(&r->out, &r->out_tail);
+    r->out_bytes = 0;
+    usage_destroy(&r->sniff);
+    r->filtering = false;
+    r->pend_len = 0;
+    r->answered = false;
+    r->ended = false;
+    char msg[1100];
+    if (!reply) {
+        s_fail(r, 503, "server_error", "billing_unavailable",
+               "billing is not available right now; please retry");
+        return;
+    }
+    snprintf(msg, sizeof msg, "%.*s", (int)reply->message.len,
+             reply->message.len ? reply->message.p : "request refused by billing");
+    char code[65];
+    snprintf(code, sizeof code, "%.*s", (int)reply->code.len,
+             reply->code.len ? reply->code.p : "billing_refused");
+    int status = reply->status >= 400 && reply->status <= 599 ? (int)reply->status : 402;
+    /* 402, not OpenAI's 429, for an empty balance: the SDKs retry 429 on their own, and
+     * retrying cannot help until the user tops up. */
+    s_fail(r, status, status == 402 ? "insufficient_quota" : "server_error", code, msg);
+}
+
+/* Asks for the request's hold, once, as its first attempt opens (the vendor call and the
+ * hold overlap). */
+static void s_ask_hold(gw_req_t *r)
+{
+    if (r->hold != S_HOLD_NONE)
+        return;
+    const jscan_result_t *res = jscan_result(r->scan);
+    int64_t max_tokens = res->has_max_tokens ? res->max_tokens : 0;
+    int rc = gw_billing_hold(r->srv->billing, r->req_id, r->who.user_id, res->model,
+                             res->model_len, r->content_length, max_tokens, s_on_hold, r);
+    if (rc != 0) {
+        s_fail(r, 503, "server_error", "billing_unavailable", "cannot ask billing for a hold");
+        return;
+    }
+    r->hold = S_HOLD_PENDING;
+}
+
 /* Picks an agent and opens a stream for the complete (or routable) request. */
 static void s_start_attempt(gw_req_t *r)
 {
@@ -544,6 +648,9 @@ static void s_start_attempt(gw_req_t *r)
     bus_timer_start(srv->loop, &r->timer, s_first_byte_timeout, r,
                     srv->cfg->gateway_first_byte_timeout_ms * 1000);
     log_req(LOG_LVL_DEBUG, "stream_open", r->req_hex, r->agent_id, "attempt %d", r->attempts);
+    s_ask_hold(r);
+    if (r->answered)
+        return;
     /* The body kept so far, then (if the body is still arriving) the rest as it comes. */
     for (s_seg_t *s = r->body; s; s = s->next)
         s_send_body(r, S_SEG_DATA(s), s->len);
@@ -725,6 +832,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
             return;
         r->answered = true;
         r->status = status >= 100 && status <= 599 ? status : 502;
+        r->vendor_status = r->status;
         r->chunked = true;
         s_take_headers(r, &env->u.resp_head.headers);
         if (r->status == 200) {
@@ -1217,7 +1325,8 @@ static void s_tick(bus_timer_t *t)
     bus_metric_set(srv->m.agents, (int64_t)gw_routes_agents(srv->routes));
     bus_metric_set(srv->m.auth_hits, (int64_t)gw_auth_hits(srv->auth));
     bus_metric_set(srv->m.auth_misses, (int64_t)gw_auth_misses(srv->auth));
-    if (srv->stopping && (!srv->reqs || plat_mono_us() > srv->stop_deadline_us)) {
+    if (srv->stopping && ((!srv->reqs && !gw_billing_unacked(srv->billing)) ||
+                          plat_mono_us() > srv->stop_deadline_us)) {
         bus_loop_stop(srv->loop);
         return;
     }
@@ -1300,6 +1409,9 @@ gw_server_t *gw_server_new(bus_loop_t *loop, const hub_config_t *cfg)
         log_err("bus_connect_failed", "cannot connect to the tunnel: %s", zmq_strerror(errno));
         goto fail;
     }
+    srv->billing = gw_billing_new(loop, cfg, ident, NULL, srv->metrics);
+    if (!srv->billing)
+        goto fail;
     srv->dealer_watch = bus_zwatch_new(loop, srv->dealer, s_on_dealer, srv);
     srv->sub_watch = bus_zwatch_new(loop, srv->sub, s_on_presence, srv);
     if (!srv->dealer_watch || !srv->sub_watch)
@@ -1331,6 +1443,7 @@ void gw_server_destroy(gw_server_t **p)
     gw_server_t *srv = *p;
     while (srv->reqs)
         s_req_free(srv->reqs);
+    gw_billing_destroy(&srv->billing);
     bus_timer_cancel(srv->loop, &srv->tick);
     bus_tap_destroy(&srv->tap);
     bus_zwatch_destroy(&srv->dealer_watch);
