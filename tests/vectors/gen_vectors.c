@@ -226,6 +226,8 @@ static void s_gv_resp_end(bus_env_t *e, bus_buf_t *scratch)
     e->u.resp_end.input_tokens = 1234;
     e->u.resp_end.output_tokens = 567;
     e->u.resp_end.cached_tokens = 1024;
+    e->u.resp_end.estimated = true;
+    e->u.resp_end.complete = true;
 }
 
 static void s_gv_registry_changed(bus_env_t *e, bus_buf_t *scratch)
