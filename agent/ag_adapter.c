@@ -340,6 +340,30 @@ static void s_repause(s_xfer_t *x)
     ag_curl_kick(x->a->curl);
 }
 
+/* Sends the stream's resp.end with the figures it is billed on (lib/usage's usage_bill, the
+ * rule the gateway applies to the same bytes): always, even after a cancel, so that `agent
+ * run` can write the usage record before the hub hears the end (DESIGN §4). */
+static void s_send_end(s_xfer_t *x, const char *error)
+{
+    bus_env_t e;
+    bus_env_init(&e, BUS_T_RESP_END, x->req_id);
+    const usage_t *u = NULL;
+    if (x->usage) {
+        usage_finish(x->usage);
+        u = usage_get(x->usage);
+    }
+    usage_bill_t bill;
+    usage_bill(u, x->head_sent ? (int)x->status : 0, x->body_size, &bill);
+    e.u.resp_end.input_tokens = (uint64_t)bill.input_tokens;
+    e.u.resp_end.cached_tokens = (uint64_t)bill.cached_tokens;
+    e.u.resp_end.output_tokens = (uint64_t)bill.output_tokens;
+    e.u.resp_end.estimated = bill.estimated;
+    e.u.resp_end.complete = u && u->done && !error;
+    if (error)
+        e.u.resp_end.error = bus_str_c(error);
+    s_xfer_send(x, &e);
+}
+
 /* A transfer finished in curl. */
 static void s_on_done(void *arg, CURL *easy, CURLcode result)
 {
@@ -356,20 +380,7 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
     if (result == CURLE_OK) {
         if (!x->head_sent)
             s_send_head(x);
-        bus_env_t e;
-        bus_env_init(&e, BUS_T_RESP_END, x->req_id);
-        if (x->usage) {
-            usage_finish(x->usage);
-            const usage_t *u = usage_get(x->usage);
-            if (u->found) {
-                e.u.resp_end.input_tokens = (uint64_t)(u->input_tokens > 0 ? u->input_tokens : 0);
-                e.u.resp_end.output_tokens =
-                    (uint64_t)(u->output_tokens > 0 ? u->output_tokens : 0);
-                e.u.resp_end.cached_tokens =
-                    (uint64_t)(u->cached_input_tokens > 0 ? u->cached_input_tokens : 0);
-            }
-        }
-        s_xfer_send(x, &e);
+        s_send_end(x, NULL);
         log_req(LOG_LVL_DEBUG, "stream_done", x->hex, NULL, "status %ld", x->status);
         s_xfer_free(x);
         return;
@@ -379,7 +390,7 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
              x->errbuf[0] ? ": " : "", x->errbuf);
     log_req(LOG_LVL_WARN, "vendor_failed", x->hex, NULL, "%s (instance %s)", msg, x->inst->name);
     if (x->head_sent) {
-        ag_reply_end_error(s_xfer_send, x, x->req_id, msg);
+        s_send_end(x, msg);
         s_xfer_free(x);
     } else {
         s_fail(x, result == CURLE_OPERATION_TIMEDOUT ? 504 : 502, "upstream_error", msg);
@@ -720,6 +731,8 @@ static void s_on_msg(void *arg, void *zsock)
         log_req(LOG_LVL_INFO, "stream_cancelled", x->hex, NULL, "%.*s",
                 (int)env.u.req_cancel.reason.len,
                 env.u.req_cancel.reason.len ? env.u.req_cancel.reason.p : "");
+        /* What was produced until now is billed: `agent run` records it (DESIGN §4). */
+        s_send_end(x, "cancelled");
         s_xfer_free(x);
         break;
     default:

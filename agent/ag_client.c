@@ -268,6 +268,9 @@ static void s_on_message(ag_client_t *c, const uint8_t *buf, size_t len)
     case BUS_T_REQ_BODY:
     case BUS_T_REQ_CANCEL:
     case BUS_T_CREDIT:
+    case BUS_T_LEDGER_TX:
+    case BUS_T_PRICE_TABLE:
+    case BUS_T_USAGE_ACK:
         if (c->hooks.on_stream) {
             c->hooks.on_stream(c->hooks.arg, &env, buf, len);
             return;

@@ -1,15 +1,16 @@
 /* ag_super: agent-adapter supervision and stream routing inside `agent run`. */
 #include "ag_super.h"
 #include "ag_fd.h"
+#include "ag_ledgerlink.h"
 #include "ag_map.h"
 #include "ag_proto.h"
+#include "ag_spawn.h"
 #include "backoff.h"
 #include "bus_log.h"
 #include "bus_plat.h"
 
 #include <errno.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
-
-extern char **environ;
 
 #define S_MAX_SLOTS 64
 #define S_HWM 100000                  /* messages queued per peer, at most */
@@ -57,6 +56,12 @@ struct s_stream {
     char hex[33];                   /* req_id for logs */
     s_slot_t *slot;                 /* the worker running it */
     size_t inst;                    /* index of its instance in the set */
+    uint32_t attempt;               /* the hub's attempt number (req.open), >= 1 */
+    char model[257];                /* the model asked for (the public name the hub prices) */
+    int status;                     /* the vendor's status in resp.head (0: none yet) */
+    bool head;                      /* resp.head went to the hub */
+    bool cancelled;                 /* the hub ended it: the worker's resp.end is recorded,
+                                       not relayed */
     s_stream_t *prev, *next;        /* the slot's list */
 };
 
@@ -78,6 +83,7 @@ struct ag_super {
     uint64_t ping_seq;            /* its counter */
     bool stopping;                /* being destroyed */
     char announce_id[72];         /* agent id to announce once a worker is ready ("" = none) */
+    ag_ledgerlink_t *ledger;      /* where usage records go (NULL: none kept) */
 };
 
 static int s_announce_now(ag_super_t *s, const char *agent_id);
@@ -161,8 +167,10 @@ static void s_slot_streams_gone(ag_super_t *s, s_slot_t *sl, const char *why)
 {
     while (sl->streams) {
         s_stream_t *st = sl->streams;
-        log_req(LOG_LVL_WARN, "stream_broken", st->hex, NULL, "%s", why);
-        ag_reply_end_error(s_hub_send, s, st->req_id, why);
+        if (!st->cancelled) {
+            log_req(LOG_LVL_WARN, "stream_broken", st->hex, NULL, "%s", why);
+            ag_reply_end_error(s_hub_send, s, st->req_id, why);
+        }
         s_stream_free(s, st);
     }
 }
@@ -281,6 +289,10 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
     memcpy(st->hex, hex, sizeof hex);
     st->slot = sl;
     st->inst = (size_t)inst;
+    st->attempt = o->attempt >= 1 && o->attempt < 256 ? (uint32_t)o->attempt : 1;
+    size_t pml = o->model.len < sizeof st->model ? o->model.len : sizeof st->model - 1;
+    if (pml)
+        memcpy(st->model, o->model.p, pml);
     ag_map_sid_key(st->sid, key);
     if (ag_map_put(s->by_req, st->req_id, st) != 0 || ag_map_put(s->by_sid, key, st) != 0) {
         ag_map_del(s->by_req, st->req_id);
@@ -303,6 +315,63 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
     }
 }
 
+/* The hub has ended a stream. Its worker still answers with a resp.end carrying what was
+ * produced, which is recorded for billing (not relayed): the stream stays known by its sid
+ * until then, and no longer by its req_id. told: the worker has been told. */
+static void s_stream_cancelled(ag_super_t *s, s_stream_t *st, bool told)
+{
+    if (!told) {
+        s_stream_free(s, st);
+        return;
+    }
+    if (ag_map_get(s->by_req, st->req_id) == st)
+        ag_map_del(s->by_req, st->req_id);
+    st->cancelled = true;
+}
+
+/* The worker's resp.end: write the usage record, then (unless the hub ended the stream
+ * already) relay the end once agent-ledger has the record (DESIGN §4). */
+static void s_stream_end(ag_super_t *s, s_stream_t *st, const bus_env_t *env,
+                         const uint8_t *raw, size_t len)
+{
+    const bus_resp_end_t *e = &env->u.resp_end;
+    bool cancelled = st->cancelled;
+    if (!s->ledger || (e->input_tokens == 0 && e->output_tokens == 0)) {
+        /* Nothing to bill (a refusal, a vendor error, a cancel before any answer). */
+        if (!cancelled)
+            s->hub.send_raw(s->hub.arg, raw, len);
+        s_stream_free(s, st);
+        return;
+    }
+    bus_env_t rep;
+    bus_env_init(&rep, BUS_T_USAGE_REPORT, st->req_id);
+    rep.req_id[15] ^= (uint8_t)(st->attempt - 1); /* the request's base id */
+    bus_usage_report_t *u = &rep.u.usage_report;
+    u->source = bus_str_c("agent");
+    u->attempt = st->attempt;
+    u->model = bus_str_c(st->model);
+    u->status = st->status > 0 ? (uint64_t)st->status : 0;
+    u->delivered = st->head;
+    u->complete = e->complete && !cancelled;
+    u->estimated = e->estimated;
+    u->input_tokens = e->input_tokens;
+    u->cached_tokens = e->cached_tokens;
+    u->output_tokens = e->output_tokens;
+    ag_ledgerlink_record(s->ledger, &rep, cancelled ? NULL : raw, cancelled ? 0 : len);
+    s_stream_free(s, st);
+}
+
+void ag_super_set_ledger(ag_super_t *s, ag_ledgerlink_t *l)
+{
+    if (s)
+        s->ledger = l;
+}
+
+bool ag_super_stream_open(const ag_super_t *s, const uint8_t req_id[BUS_REQ_ID_LEN])
+{
+    return s && ag_map_get(s->by_req, req_id) != NULL;
+}
+
 void ag_super_from_hub(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size_t len)
 {
     if (!env->has_req_id)
@@ -317,7 +386,7 @@ void ag_super_from_hub(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, 
     int rc = s_to_worker(s, st->slot, st->sid, raw, len, NULL);
     if (env->type == BUS_T_REQ_CANCEL) {
         log_req(LOG_LVL_DEBUG, "stream_cancel", st->hex, NULL, "by the hub");
-        s_stream_free(s, st);
+        s_stream_cancelled(s, st, rc == 0);
     } else if (rc != 0) {
         ag_reply_end_error(s_hub_send, s, st->req_id, "agent adapter unreachable");
         s_stream_free(s, st);
@@ -329,10 +398,12 @@ void ag_super_hub_down(ag_super_t *s)
     s->announce_id[0] = '\0';
     for (int i = 0; i < s->nslots; i++) {
         s_slot_t *sl = &s->slots[i];
-        while (sl->streams) {
-            s_stream_t *st = sl->streams;
+        for (s_stream_t *st = sl->streams, *next; st; st = next) {
+            next = st->next;
+            if (st->cancelled)
+                continue;
             s_cancel_at_worker(s, st, "tunnel down");
-            s_stream_free(s, st);
+            s_stream_cancelled(s, st, sl->pid != 0);
         }
     }
 }
@@ -447,9 +518,16 @@ static void s_on_worker(void *arg, void *zsock)
                  bus_type_name(env.type));
         goto out;
     }
-    s->hub.send_raw(s->hub.arg, raw, len);
-    if (env.type == BUS_T_RESP_END)
-        s_stream_free(s, st);
+    if (env.type == BUS_T_RESP_END) {
+        s_stream_end(s, st, &env, raw, len);
+        goto out;
+    }
+    if (env.type == BUS_T_RESP_HEAD) {
+        st->status = (int)env.u.resp_head.status;
+        st->head = !st->cancelled;
+    }
+    if (!st->cancelled)
+        s->hub.send_raw(s->hub.arg, raw, len);
 out:
     for (int i = 0; i < n; i++)
         zmq_msg_close(&parts[i]);
@@ -540,45 +618,10 @@ static void s_spawn(ag_super_t *s, s_slot_t *sl)
     char slot[16], parent[24];
     snprintf(slot, sizeof slot, "%d", sl->index);
     snprintf(parent, sizeof parent, "%d", (int)getpid());
-    size_t argc = 0, max = 8 + 2 * s->args.n_sets;
-    char **argv = calloc(max + 1, sizeof *argv);
-    if (!argv) {
-        s_restart_later(s, sl);
-        return;
-    }
-    argv[argc++] = (char *)s->args.exe;
-    argv[argc++] = "--config";
-    argv[argc++] = (char *)s->args.config;
-    for (size_t i = 0; i < s->args.n_sets; i++) {
-        argv[argc++] = "--set";
-        argv[argc++] = s->args.sets[i];
-    }
-    argv[argc++] = "--slot";
-    argv[argc++] = slot;
-    argv[argc++] = "--parent";
-    argv[argc++] = parent;
-    argv[argc] = NULL;
-
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_init(&fa);
-    /* The loop blocks SIGTERM/INT/HUP in this process: the worker starts with none blocked.
-     * Inherited descriptors (the tunnel's socket, lws's) are closed in the child. */
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-#endif
-    pid_t pid = 0;
-    int rc = posix_spawn(&pid, s->args.exe, &fa, &attr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    free(argv);
-    if (rc != 0) {
-        log_err("adapter_spawn_failed", "%s: %s", s->args.exe, strerror(rc));
+    const char *const extra[] = {"--slot", slot, "--parent", parent, NULL};
+    pid_t pid = ag_spawn(s->args.exe, s->args.config, s->args.sets, s->args.n_sets, extra);
+    if (pid < 0) {
+        log_err("adapter_spawn_failed", "%s: %s", s->args.exe, strerror((int)-pid));
         s_restart_later(s, sl);
         return;
     }

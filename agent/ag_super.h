@@ -20,6 +20,7 @@
 #ifndef AG_SUPER_H
 #define AG_SUPER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,13 @@ void ag_super_hub_down(ag_super_t *s);
  * (the sum of the instances' max_concurrency)} to the hub, which publishes it for gateways.
  * Nothing when no instance is served; deferred until a worker is ready. 0 or a negative errno. */
 int ag_super_announce(ag_super_t *s, const char *agent_id);
+
+/* Where usage records go (agent-ledger); NULL keeps none. */
+typedef struct ag_ledgerlink ag_ledgerlink_t;
+void ag_super_set_ledger(ag_super_t *s, ag_ledgerlink_t *l);
+
+/* Whether a stream (by its stream id on the bus) is still open here. */
+bool ag_super_stream_open(const ag_super_t *s, const uint8_t req_id[BUS_REQ_ID_LEN]);
 
 /* Streams in flight (for tests and metrics). */
 size_t ag_super_streams(const ag_super_t *s);

@@ -11,6 +11,7 @@
 #include "ag_client.h"
 #include "ag_config.h"
 #include "ag_fd.h"
+#include "ag_ledgerlink.h"
 #include "ag_super.h"
 #include "ag_vendor.h"
 #include "bus_config.h"
@@ -250,22 +251,43 @@ static int s_hub_send_raw(void *arg, const uint8_t *raw, size_t len)
     return ag_client_send_raw(arg, raw, len);
 }
 
-/* ag_client_hooks_t.on_stream: to the supervisor. */
+/* What the tunnel client's hooks reach. */
+typedef struct {
+    ag_super_t *super;       /* the adapters */
+    ag_ledgerlink_t *ledger; /* agent-ledger */
+} s_run_t;
+
+/* ag_client_hooks_t.on_stream: streams to the supervisor, money to agent-ledger. */
 static void s_on_stream(void *arg, const bus_env_t *env, const uint8_t *raw, size_t len)
 {
-    ag_super_from_hub(arg, env, raw, len);
+    s_run_t *run = arg;
+    if (env->type == BUS_T_LEDGER_TX) {
+        /* The row's stream (its attempt's id) may still be open: its record is coming. */
+        uint8_t sid[BUS_REQ_ID_LEN];
+        memcpy(sid, env->req_id, sizeof sid);
+        sid[15] ^= (uint8_t)(env->u.ledger_tx.attempt ? env->u.ledger_tx.attempt - 1 : 0);
+        ag_ledgerlink_from_hub(run->ledger, env, raw, len,
+                               env->has_req_id && ag_super_stream_open(run->super, sid));
+    } else if (env->type == BUS_T_PRICE_TABLE || env->type == BUS_T_USAGE_ACK) {
+        ag_ledgerlink_from_hub(run->ledger, env, raw, len, false);
+    } else {
+        ag_super_from_hub(run->super, env, raw, len);
+    }
 }
 
-/* ag_client_hooks_t.on_up: announce what this agent serves. */
+/* ag_client_hooks_t.on_up: announce what this agent serves; agent-ledger syncs. */
 static void s_on_up(void *arg, const char *agent_id)
 {
-    ag_super_announce(arg, agent_id);
+    s_run_t *run = arg;
+    ag_super_announce(run->super, agent_id);
+    ag_ledgerlink_online(run->ledger);
 }
 
 /* ag_client_hooks_t.on_down: to the supervisor. */
 static void s_on_down(void *arg)
 {
-    ag_super_hub_down(arg);
+    s_run_t *run = arg;
+    ag_super_hub_down(run->super);
 }
 
 /* agent run: the tunnel client and the adapter supervisor in one loop, until a signal. */
@@ -316,6 +338,8 @@ static int s_cmd_run(const cfg_cli_t *cli)
     int ret = 1;
     ag_client_t *client = NULL;
     ag_super_t *super = NULL;
+    ag_ledgerlink_t *ledger = NULL;
+    s_run_t run = {NULL, NULL};
     char *exe = s_adapter_exe(&cfg);
     /* protocols[0] must stay the tunnel's: lws delivers certificate checks there. */
     struct lws_protocols protos[3];
@@ -331,9 +355,12 @@ static int s_cmd_run(const cfg_cli_t *cli)
             ag_super_args_t args = {exe, conf_path, cli->sets, cli->n_sets};
             ag_hub_ops_t hub = {s_hub_send, s_hub_send_raw, client};
             super = ag_super_new(loop, &cfg, &set, &args, &hub);
+            ledger = super ? ag_ledgerlink_new(loop, &cfg, &args, &hub) : NULL;
+            ag_super_set_ledger(super, ledger);
+            run = (s_run_t){super, ledger};
         }
-        if (client && super) {
-            ag_client_hooks_t hooks = {s_on_stream, s_on_down, s_on_up, super};
+        if (client && super && ledger) {
+            ag_client_hooks_t hooks = {s_on_stream, s_on_down, s_on_up, &run};
             ag_client_set_hooks(client, &hooks);
             if (bus_loop_handle_signals(loop, ag_client_shutdown, client) == 0) {
                 bus_loop_run(loop);
@@ -341,6 +368,7 @@ static int s_cmd_run(const cfg_cli_t *cli)
             }
         }
         ag_super_destroy(&super);
+        ag_ledgerlink_destroy(&ledger);
         bus_loop_close_lws(loop);
     }
     ag_client_destroy(&client);
