@@ -21,6 +21,7 @@ import tempfile
 import time
 import traceback
 import urllib.parse
+import urllib.request
 
 BUILD = os.environ.get("RELAYHUB_BUILD_DIR") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
@@ -28,6 +29,8 @@ BIN = {
     "hub-gateway": os.path.join(BUILD, "services", "gateway", "hub-gateway"),
     "hubctl": os.path.join(BUILD, "services", "hubctl", "hubctl"),
     "hub-tunnel": os.path.join(BUILD, "services", "tunnel", "hub-tunnel"),
+    "hub-billing": os.path.join(BUILD, "services", "billing", "hub-billing"),
+    "ledger-diff": os.path.join(BUILD, "services", "hubctl", "ledger-diff"),
     "agent": os.path.join(BUILD, "agent", "agent"),
     "bus-tap": os.path.join(BUILD, "bus", "bus-tap"),
 }
@@ -161,7 +164,12 @@ class Hub:
         self.metrics_port = free_port()
         self.gateway_port = free_port()
         self.gateway_metrics_port = free_port()
+        self.billing_metrics_port = free_port()
         args = [BIN["hubctl"], "init", "--dir", self.dir,
+                "--set", "billing.metrics_listen=127.0.0.1:%d" % self.billing_metrics_port,
+                # Tests that are not about prices serve unpriced models for free; billing
+                # tests set prices and billing.unpriced=refuse.
+                "--set", "billing.unpriced=free",
                 "--set", "gateway.listen=127.0.0.1:%d" % self.gateway_port,
                 "--set", "gateway.metrics_listen=127.0.0.1:%d" % self.gateway_metrics_port,
                 "--set", "tunnel.listen=127.0.0.1:%d" % self.tunnel_port,
@@ -178,6 +186,8 @@ class Hub:
         self.url = "wss://127.0.0.1:%d/tunnel/connect" % self.tunnel_port
         self.log = os.path.join(self.dir, "tunnel.log")
         self.proc = None
+        self.billing = None
+        self.billing_log = os.path.join(self.dir, "billing.log")
 
     def hubctl(self, *args, check=True):
         return run([BIN["hubctl"], "--config", self.conf] + list(args), check=check)
@@ -193,8 +203,42 @@ class Hub:
             return self.proc.wait(timeout=timeout)
         return None
 
-    def start_gateway(self, extra=()):
-        """Starts hub-gateway on this hub's config; waits for /healthz."""
+    def start_billing(self, extra=()):
+        """Starts hub-billing on this hub's config; waits for its metrics listener."""
+        self.billing = spawn([BIN["hub-billing"], "--config", self.conf] + list(extra),
+                             self.billing_log)
+        wait_until(lambda: self.metrics_billing() is not None, what="hub-billing up")
+        return self.billing
+
+    def stop_billing(self, sig=signal.SIGTERM, timeout=10):
+        if self.billing and self.billing.poll() is None:
+            self.billing.send_signal(sig)
+            return self.billing.wait(timeout=timeout)
+        return None
+
+    def metrics_billing(self):
+        """hub-billing's metrics text, or None while it does not answer."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.billing_metrics_port,
+                                        timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def metric_billing(self, name, labels=""):
+        """A sample from hub-billing's metrics (0 when absent)."""
+        text = self.metrics_billing() or ""
+        want = name + ("{%s}" % labels if labels else "")
+        for line in text.splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def start_gateway(self, extra=(), billing=True):
+        """Starts hub-gateway on this hub's config (and hub-billing unless it runs or billing
+        is False); waits for /healthz."""
+        if billing and (self.billing is None or self.billing.poll() is not None):
+            self.start_billing()
         self.gateway_log = os.path.join(self.dir, "gateway.log")
         self.gateway = spawn([BIN["hub-gateway"], "--config", self.conf] + list(extra),
                              self.gateway_log)
