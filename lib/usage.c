@@ -337,3 +337,25 @@ uint64_t usage_hold_from(const usage_sniffer_t *s)
         return 0;
     return s->streaming ? sse_pending_start(s->sse) : s->fed;
 }
+
+/* ceil(n / 4) without overflow for any n >= 0; a negative n (no body size known) counts 0. */
+static int64_t s_quarter_up(int64_t n)
+{
+    return n <= 0 ? 0 : n / 4 + (n % 4 != 0);
+}
+
+void usage_bill(const usage_t *u, int status, int64_t body_bytes, usage_bill_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (u && u->found) {
+        out->input_tokens = u->input_tokens;
+        out->cached_tokens = u->cached_input_tokens;
+        out->output_tokens = u->output_tokens;
+        return;
+    }
+    if (status < 200 || status > 299)
+        return;
+    out->input_tokens = s_quarter_up(body_bytes);
+    out->output_tokens = s_quarter_up(u ? u->output_chars : 0);
+    out->estimated = true;
+}

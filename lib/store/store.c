@@ -91,6 +91,13 @@ void store_set_error(store_t *s, const char *fmt, ...)
     log_debug("store.error", "%s: %s", s->ops ? s->ops->name : "store", s->last_error);
 }
 
+int64_t store_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int store_agents_push(store_agent_t **arr, size_t *n, size_t *cap, const store_agent_t *a)
 {
     if (*n == *cap) {
@@ -120,6 +127,32 @@ int store_array_push(void **arr, size_t *n, size_t *cap, const void *item, size_
     memcpy((char *)*arr + *n * size, item, size);
     (*n)++;
     return 0;
+}
+
+int64_t store_purse_left(const store_purse_t *p)
+{
+    int64_t left;
+    return __builtin_sub_overflow(p->balance, p->held, &left) ? INT64_MIN : left;
+}
+
+int store_purse_hold(store_purse_t *p, int64_t amount)
+{
+    int64_t held;
+    if (amount == 0)
+        return 1;
+    if (amount > store_purse_left(p) || __builtin_add_overflow(p->held, amount, &held))
+        return 0;
+    p->held = held;
+    return 1;
+}
+
+store_purse_t *store_purse_find(store_purse_t *arr, size_t n, int64_t user_id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (arr[i].user_id == user_id)
+            return &arr[i];
+    }
+    return NULL;
 }
 
 /* The compiled-in migrations of s's backend. */
@@ -402,4 +435,368 @@ int store_keys_rev(store_t *s, int64_t *rev)
     if (!s || !rev)
         return -EINVAL;
     return s->ops->keys_rev(s, rev);
+}
+
+/* ---- billing ----------------------------------------------------------------------------- */
+
+/* True if text is NUL-terminated within cap bytes; *len gets its length. */
+static bool s_terminated(const char *text, size_t cap, size_t *len)
+{
+    const char *nul = memchr(text, '\0', cap);
+    if (!nul)
+        return false;
+    *len = (size_t)(nul - text);
+    return true;
+}
+
+/* True if model (an array of cap bytes) holds min..STORE_MODEL_MAX bytes of UTF-8 without
+ * control characters, NUL-terminated. */
+static bool s_model_ok(const char *model, size_t cap, size_t min)
+{
+    size_t n;
+    if (!model || !s_terminated(model, cap, &n) || n < min || n > STORE_MODEL_MAX)
+        return false;
+    const unsigned char *u = (const unsigned char *)model;
+    for (size_t i = 0; i < n; i++) {
+        if (u[i] < 0x20 || u[i] == 0x7f)
+            return false;
+    }
+    return bus_mp_utf8_valid(u, n);
+}
+
+/* True if the agent id array (cap bytes) is NUL-terminated and a valid id (or empty, when
+ * allow_empty). */
+static bool s_agent_field_ok(const char *id, size_t cap, bool allow_empty)
+{
+    size_t n;
+    if (!s_terminated(id, cap, &n))
+        return false;
+    return (allow_empty && n == 0) || s_id_ok(id);
+}
+
+/* Checks a ledger row before it is appended: a valid agent id and model, seq 1..INT64_MAX,
+ * attempt >= 1, figures >= 0 with cached <= input, cost = fee + credit exactly, hold >= 0,
+ * fee_ppm in [0, 1,000,000]. Returns NULL, or what is wrong. */
+static const char *s_row_problem(const ledger_row_t *r)
+{
+    if (!s_agent_field_ok(r->agent_id, sizeof(r->agent_id), false))
+        return "agent_id must be 1..64 characters of [A-Za-z0-9_-]";
+    if (!s_model_ok(r->model, sizeof(r->model), 1))
+        return "model must be 1..256 bytes of UTF-8 without control characters";
+    if (r->seq < 1 || r->seq > (uint64_t)INT64_MAX)
+        return "seq must be 1..2^63-1";
+    if (r->attempt < 1)
+        return "attempt must be >= 1";
+    if (r->input_tokens < 0 || r->cached_tokens < 0 || r->output_tokens < 0 ||
+        r->cached_tokens > r->input_tokens)
+        return "token figures must be >= 0 with cached <= input";
+    int64_t sum;
+    if (r->cost < 0 || r->fee < 0 || r->credit < 0 ||
+        __builtin_add_overflow(r->fee, r->credit, &sum) || sum != r->cost)
+        return "cost, fee and credit must be >= 0 with cost = fee + credit";
+    if (r->hold < 0)
+        return "hold must be >= 0";
+    if (r->fee_ppm < 0 || r->fee_ppm > 1000000)
+        return "fee_ppm must be in [0, 1000000]";
+    return NULL;
+}
+
+int store_price_set(store_t *s, const store_price_t *p)
+{
+    if (!s || !p)
+        return -EINVAL;
+    if (!s_model_ok(p->model, sizeof(p->model), 1)) {
+        store_set_error(s, "price: model must be 1..%d bytes of UTF-8 without control characters",
+                        STORE_MODEL_MAX);
+        return -EINVAL;
+    }
+    if (p->input < 0 || p->output < 0 || p->cached_input < 0) {
+        store_set_error(s, "price: prices must be >= 0");
+        return -EINVAL;
+    }
+    return s->ops->price_set(s, p);
+}
+
+int store_price_list(store_t *s, store_price_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    return s->ops->price_list(s, out, n);
+}
+
+int store_price_at(store_t *s, const char *model, int64_t at_ms, store_price_t *out)
+{
+    if (!s || !model || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s_model_ok(model, strnlen(model, STORE_MODEL_MAX + 1) + 1, 1))
+        return -ENOENT; /* no such row can exist */
+    return s->ops->price_at(s, model, at_ms, out);
+}
+
+int store_prices_rev(store_t *s, int64_t *rev)
+{
+    if (!s || !rev)
+        return -EINVAL;
+    return s->ops->prices_rev(s, rev);
+}
+
+int store_topup_add(store_t *s, int64_t user_id, int64_t amount, int64_t created_at, int64_t *id)
+{
+    if (!s)
+        return -EINVAL;
+    if (amount <= 0) {
+        store_set_error(s, "top-up: amount must be > 0");
+        return -EINVAL;
+    }
+    if (user_id < 1) {
+        store_set_error(s, "top-up: no user with id %lld", (long long)user_id);
+        return -ENOENT;
+    }
+    int64_t dummy;
+    return s->ops->topup_add(s, user_id, amount, created_at, id ? id : &dummy);
+}
+
+int store_topup_applied(store_t *s, int64_t id)
+{
+    if (!s)
+        return -EINVAL;
+    if (id < 1)
+        return -ENOENT;
+    return s->ops->topup_applied(s, id);
+}
+
+int store_topups_apply(store_t *s, int64_t now, size_t *applied)
+{
+    if (!s)
+        return -EINVAL;
+    size_t dummy;
+    if (!applied)
+        applied = &dummy;
+    *applied = 0;
+    return s->ops->topups_apply(s, now, applied);
+}
+
+int store_balance_get(store_t *s, int64_t user_id, store_balance_t *out)
+{
+    if (!s || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (user_id < 1)
+        return -ENOENT;
+    return s->ops->balance_get(s, user_id, out);
+}
+
+int store_holds_place(store_t *s, const store_hold_t *holds, size_t n, int *results,
+                      int64_t *available)
+{
+    if (!s || (n > 0 && (!holds || !results)))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (holds[i].user_id < 1 || holds[i].amount < 0) {
+            store_set_error(s, "hold %zu: user id must be >= 1 and amount >= 0", i);
+            return -EINVAL;
+        }
+    }
+    if (n == 0)
+        return 0;
+    return s->ops->holds_place(s, holds, n, results, available);
+}
+
+int store_hold_get(store_t *s, const uint8_t req_id[16], store_hold_t *out)
+{
+    if (!s || !req_id || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    return s->ops->hold_get(s, req_id, out);
+}
+
+int store_holds_expire(store_t *s, int64_t now, size_t *n)
+{
+    if (!s)
+        return -EINVAL;
+    size_t dummy;
+    if (!n)
+        n = &dummy;
+    *n = 0;
+    return s->ops->holds_expire(s, now, n);
+}
+
+int store_holds_outstanding(store_t *s, int64_t *amount, int64_t *count)
+{
+    if (!s || !amount || !count)
+        return -EINVAL;
+    *amount = 0;
+    *count = 0;
+    return s->ops->holds_outstanding(s, amount, count);
+}
+
+/* Checks one usage report; NULL or what is wrong. */
+static const char *s_usage_problem(const store_usage_t *u)
+{
+    size_t n;
+    if (!s_terminated(u->source, sizeof(u->source), &n) ||
+        (strcmp(u->source, "gateway") != 0 && strcmp(u->source, "agent") != 0))
+        return "source must be \"gateway\" or \"agent\"";
+    if (u->attempt < 1)
+        return "attempt must be >= 1";
+    if (!s_agent_field_ok(u->agent_id, sizeof(u->agent_id), true))
+        return "agent_id must be empty or 1..64 characters of [A-Za-z0-9_-]";
+    if (u->user_id < 0)
+        return "user_id must be >= 0";
+    if (!s_model_ok(u->model, sizeof(u->model), 0))
+        return "model must be 0..256 bytes of UTF-8 without control characters";
+    if (u->status < 0)
+        return "status must be >= 0";
+    if (u->input_tokens < 0 || u->cached_tokens < 0 || u->output_tokens < 0)
+        return "token figures must be >= 0";
+    return NULL;
+}
+
+int store_usage_put(store_t *s, const store_usage_t *u, size_t n)
+{
+    if (!s || (n > 0 && !u))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        const char *why = s_usage_problem(&u[i]);
+        if (why) {
+            store_set_error(s, "usage report %zu: %s", i, why);
+            return -EINVAL;
+        }
+    }
+    if (n == 0)
+        return 0;
+    return s->ops->usage_put(s, u, n);
+}
+
+int store_usage_pending(store_t *s, size_t limit, store_usage_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    if (limit == 0 || limit > (size_t)INT64_MAX)
+        limit = (size_t)INT64_MAX;
+    return s->ops->usage_pending(s, limit, out, n);
+}
+
+int store_usage_of(store_t *s, const uint8_t req_id[16], store_usage_t **out, size_t *n)
+{
+    if (!s || !req_id || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    return s->ops->usage_of(s, req_id, out, n);
+}
+
+int store_settle(store_t *s, const store_settle_t *items, size_t n)
+{
+    if (!s || (n > 0 && !items))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        const store_settle_t *it = &items[i];
+        const char *why = NULL;
+        if (it->outcome == STORE_OUTCOME_NOTHING) {
+            if (it->user_id < 0)
+                why = "user_id must be >= 0";
+        } else if (it->outcome == STORE_OUTCOME_BILLED) {
+            if (it->user_id < 1)
+                why = "user_id must be >= 1";
+            else if (it->row.user_id != it->user_id)
+                why = "row.user_id is not user_id";
+            else if (memcmp(it->row.req_id, it->req_id, 16) != 0)
+                why = "row.req_id is not req_id";
+            else
+                why = s_row_problem(&it->row);
+        } else {
+            why = "outcome must be STORE_OUTCOME_BILLED or STORE_OUTCOME_NOTHING";
+        }
+        if (why) {
+            store_set_error(s, "settlement %zu: %s", i, why);
+            return -EINVAL;
+        }
+    }
+    if (n == 0)
+        return 0;
+    return s->ops->settle(s, items, n);
+}
+
+int store_settled(store_t *s, const uint8_t req_id[16], int *outcome)
+{
+    if (!s || !req_id)
+        return -EINVAL;
+    int dummy;
+    if (!outcome)
+        outcome = &dummy;
+    *outcome = 0;
+    return s->ops->settled(s, req_id, outcome);
+}
+
+int store_ledger_head(store_t *s, const char *agent_id, uint64_t *seq,
+                      uint8_t hash[LEDGER_HASH_LEN])
+{
+    if (!s || !agent_id || !seq || !hash)
+        return -EINVAL;
+    *seq = 0;
+    memset(hash, 0, LEDGER_HASH_LEN);
+    if (!s_id_ok(agent_id))
+        return 0; /* no chain can exist */
+    return s->ops->ledger_head(s, agent_id, seq, hash);
+}
+
+int store_ledger_range(store_t *s, const char *agent_id, uint64_t from_seq, size_t limit,
+                       ledger_row_t **out, size_t *n)
+{
+    if (!s || !agent_id || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    if (!s_id_ok(agent_id) || from_seq > (uint64_t)INT64_MAX)
+        return 0; /* no such rows can exist */
+    if (limit == 0 || limit > (size_t)INT64_MAX)
+        limit = (size_t)INT64_MAX;
+    return s->ops->ledger_range(s, agent_id, from_seq, limit, out, n);
+}
+
+int store_ledger_by_req(store_t *s, const uint8_t req_id[16], ledger_row_t *out)
+{
+    if (!s || !req_id || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    return s->ops->ledger_by_req(s, req_id, out);
+}
+
+int store_ledger_ack(store_t *s, const char *agent_id, uint64_t seq)
+{
+    if (!s)
+        return -EINVAL;
+    if (!s_id_ok(agent_id)) {
+        store_set_error(s, "ledger ack: agent id must be 1..%d characters of [A-Za-z0-9_-]",
+                        STORE_AGENT_ID_MAX);
+        return -EINVAL;
+    }
+    if (seq > (uint64_t)INT64_MAX) {
+        store_set_error(s, "ledger ack: seq out of range");
+        return -EINVAL;
+    }
+    return s->ops->ledger_ack(s, agent_id, seq);
+}
+
+int store_account_list(store_t *s, store_account_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return -EINVAL;
+    *out = NULL;
+    *n = 0;
+    return s->ops->account_list(s, out, n);
+}
+
+int store_billing_totals(store_t *s, store_totals_t *out)
+{
+    if (!s || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    return s->ops->billing_totals(s, out);
 }

@@ -202,9 +202,11 @@ typedef struct {
 /* Billing: places a batch of holds in one transaction, in order. For each: a req_id that has a
  * hold already gets its earlier outcome (idempotent re-send); otherwise it is granted iff
  * amount <= balance - (the user's active holds, including those granted earlier in this
- * batch), and written ACTIVE, or written REFUSED. results[i]: 1 granted, 0 refused;
- * available[i] (may be NULL): what the user had left after it. created_at/state are ignored
- * on input. */
+ * batch), and written ACTIVE, or written REFUSED. A hold of amount 0 is always granted.
+ * results[i]: 1 granted, 0 refused; available[i] (may be NULL): what the user had left after
+ * it (balance - active holds; negative when the balance is). created_at/state are ignored on
+ * input. -EINVAL for a user id < 1 or an amount < 0, -ENOENT for a user that does not exist:
+ * either fails the whole batch. */
 int store_holds_place(store_t *s, const store_hold_t *holds, size_t n, int *results,
                       int64_t *available);
 /* The hold of a request; -ENOENT if none. */
@@ -230,10 +232,13 @@ typedef struct {
 } store_usage_t;
 
 /* Billing: stores a batch of reports in one transaction. A report whose (req_id, source,
- * attempt) is stored already is left as it was (a re-send). */
+ * attempt) is stored already is left as it was (a re-send); a report of a request settled
+ * already is dropped (a late re-send: settled requests keep no reports). -EINVAL for a source
+ * other than "gateway"/"agent", attempt 0, a malformed agent id (empty is fine) or model (empty
+ * is fine), a negative user id, status or figure. */
 int store_usage_put(store_t *s, const store_usage_t *u, size_t n);
-/* Billing: the stored reports of requests not settled yet, oldest first, at most limit;
- * *out malloc'd (free()). */
+/* Billing: the stored reports of requests not settled yet, oldest (received_at) first, at
+ * most limit (0 = all); *out malloc'd (free()). */
 int store_usage_pending(store_t *s, size_t limit, store_usage_t **out, size_t *n);
 /* Every stored report of one request (any state), ordered by source, attempt. */
 int store_usage_of(store_t *s, const uint8_t req_id[16], store_usage_t **out, size_t *n);
@@ -256,12 +261,19 @@ typedef struct {
  * row.credit, adds row.fee to the hub's revenue and appends the row (unique (agent_id, seq),
  * unique req_id). A req_id settled already fails the whole batch with -EALREADY and a seq or
  * prev_hash that does not follow the agent's chain with -ESTALE: callers check first (billing
- * is the only writer) and retry the batch without the culprit. */
+ * is the only writer) and retry the batch without the culprit. A REFUSED hold stays REFUSED
+ * (a re-sent hold.req must still be refused). The balance may go below zero (a request that
+ * cost more than its hold is charged in full). -EINVAL (nothing written) for an item that
+ * does not check: outcome not BILLED/NOTHING; BILLED with user_id < 1, row.user_id or
+ * row.req_id not the item's, a malformed agent id or model, seq 0, attempt 0, a negative
+ * figure, cached > input, cost != fee + credit, fee_ppm outside [0, 1e6]; NOTHING with
+ * user_id < 0. -ENOENT when a BILLED item's user does not exist. */
 int store_settle(store_t *s, const store_settle_t *items, size_t n);
 /* Whether a request is settled: 1 yes (*outcome set, may be NULL), 0 no. */
 int store_settled(store_t *s, const uint8_t req_id[16], int *outcome);
 
-/* The newest row of an agent's chain: *seq 0 and a zero hash when it has none. */
+/* The newest row of an agent's chain: *seq 0 and a zero hash when it has none (or the id is
+ * malformed). */
 int store_ledger_head(store_t *s, const char *agent_id, uint64_t *seq,
                       uint8_t hash[LEDGER_HASH_LEN]);
 /* Rows of an agent with seq >= from_seq, in seq order, at most limit (0 = all); *out

@@ -5,6 +5,9 @@
  * store.c checks every argument before it calls a backend, so backend functions may assume
  * non-NULL pointers, ids of 1..STORE_AGENT_ID_MAX bytes, valid names and statuses, user ids
  * >= 1 (0 in key_list: every user), key ids and prefixes of the shapes store.h describes.
+ * Billing: NUL-terminated models and agent ids of valid shape, amounts and figures in range,
+ * ledger rows whose seq and amounts fit the schema (seq <= INT64_MAX, cost = fee + credit),
+ * limits that fit an int64, and batches of n >= 1 items.
  */
 #ifndef STORE_IMPL_H
 #define STORE_IMPL_H
@@ -54,6 +57,32 @@ typedef struct {
     int (*key_revoke)(store_t *s, const char *key_id, int64_t revoked_at);
     int (*key_list)(store_t *s, int64_t user_id, store_key_t **out, size_t *n);
     int (*keys_rev)(store_t *s, int64_t *rev);
+    /* billing (migration 003): store.c has checked every item of a batch before the call */
+    int (*price_set)(store_t *s, const store_price_t *p);
+    int (*price_list)(store_t *s, store_price_t **out, size_t *n);
+    int (*price_at)(store_t *s, const char *model, int64_t at_ms, store_price_t *out);
+    int (*prices_rev)(store_t *s, int64_t *rev);
+    int (*topup_add)(store_t *s, int64_t user_id, int64_t amount, int64_t created_at, int64_t *id);
+    int (*topup_applied)(store_t *s, int64_t id);
+    int (*topups_apply)(store_t *s, int64_t now, size_t *applied);
+    int (*balance_get)(store_t *s, int64_t user_id, store_balance_t *out);
+    int (*holds_place)(store_t *s, const store_hold_t *holds, size_t n, int *results,
+                       int64_t *available);
+    int (*hold_get)(store_t *s, const uint8_t req_id[16], store_hold_t *out);
+    int (*holds_expire)(store_t *s, int64_t now, size_t *n);
+    int (*holds_outstanding)(store_t *s, int64_t *amount, int64_t *count);
+    int (*usage_put)(store_t *s, const store_usage_t *u, size_t n);
+    int (*usage_pending)(store_t *s, size_t limit, store_usage_t **out, size_t *n);
+    int (*usage_of)(store_t *s, const uint8_t req_id[16], store_usage_t **out, size_t *n);
+    int (*settle)(store_t *s, const store_settle_t *items, size_t n);
+    int (*settled)(store_t *s, const uint8_t req_id[16], int *outcome);
+    int (*ledger_head)(store_t *s, const char *agent_id, uint64_t *seq, uint8_t hash[32]);
+    int (*ledger_range)(store_t *s, const char *agent_id, uint64_t from_seq, size_t limit,
+                        ledger_row_t **out, size_t *n);
+    int (*ledger_by_req)(store_t *s, const uint8_t req_id[16], ledger_row_t *out);
+    int (*ledger_ack)(store_t *s, const char *agent_id, uint64_t seq);
+    int (*account_list)(store_t *s, store_account_t **out, size_t *n);
+    int (*billing_totals)(store_t *s, store_totals_t *out);
 } store_ops_t;
 
 #define STORE_ERR_MAX 512
@@ -74,8 +103,28 @@ struct store {
 int store_sqlite_open(store_t *s, const store_params_t *params, char *err, size_t errlen);
 int store_mysql_open(store_t *s, const store_params_t *params, char *err, size_t errlen);
 
+/* The current time in Unix milliseconds (holds' created_at). */
+int64_t store_now_ms(void);
+
 /* Records the last database error of s (printf format) and logs it at debug. */
 void store_set_error(store_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One user's money as a batch of holds sees it (store_holds_place): read once per batch under
+ * the batch's write lock, then kept up to date in memory as holds are granted. */
+typedef struct {
+    int64_t user_id; /* the user */
+    int64_t balance; /* balance (0 without a money row) */
+    int64_t held;    /* active holds, including those this batch granted */
+} store_purse_t;
+
+/* What a purse has left: balance - held (saturated at INT64_MIN; negative when the balance
+ * is). */
+int64_t store_purse_left(const store_purse_t *p);
+/* The grant rule, one place for both backends: amount 0 is always granted; otherwise amount
+ * must be <= what is left. A grant adds amount to held. 1 granted, 0 refused. */
+int store_purse_hold(store_purse_t *p, int64_t amount);
+/* The purse of user_id in (arr, n), or NULL when it is not loaded yet. */
+store_purse_t *store_purse_find(store_purse_t *arr, size_t n, int64_t user_id);
 
 /* Growable agent array for store_agent_list: appends *a to (*arr, *n, *cap). 0 or -ENOMEM. */
 int store_agents_push(store_agent_t **arr, size_t *n, size_t *cap, const store_agent_t *a);

@@ -12,6 +12,13 @@
  * sequence, do the same on the "keys" lock. store_migrate takes another named lock, so two
  * processes starting together do not run the same DDL twice.
  *
+ * Billing writes that belong together are one transaction (START TRANSACTION ... COMMIT, or
+ * ROLLBACK on any error). Reads that a write depends on (a user's balance and active holds, an
+ * agent's chain head, queued top-ups) are locking reads (FOR UPDATE), so that another
+ * connection cannot change them before the transaction commits; a unique key settles the
+ * rest (-EALREADY for a request settled meanwhile). Batch functions prepare each statement
+ * once per call and re-execute it per item.
+ *
  * Statements bound to a key hash run with s->redact set: the server's error text can quote a
  * bound value ("Duplicate entry '...' for key"), and a hash must not reach last_error or a log.
  */
@@ -237,6 +244,11 @@ static int s_errno(unsigned int code)
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
         return -EBUSY;
+    case ER_DATA_OUT_OF_RANGE:      /* BIGINT arithmetic overflow (a balance) */
+    case ER_WARN_DATA_OUT_OF_RANGE: /* a value out of its column's range (strict mode) */
+        return -ERANGE;
+    case ER_CONSTRAINT_FAILED: /* a CHECK constraint */
+        return -EINVAL;
     case CR_CONNECTION_ERROR:
     case CR_CONN_HOST_ERROR:
         return -ECONNREFUSED;
@@ -415,11 +427,15 @@ static void s_unlock(store_t *s, const char *purpose)
     memcpy(s->last_error, keep, sizeof(keep));
 }
 
-/* Ends the open transaction: COMMIT if rc is 0, else ROLLBACK (keeping the first error). */
+/* Ends the open transaction: COMMIT if rc is 0, else (or if COMMIT fails) ROLLBACK, keeping
+ * the first error. */
 static int s_end_tx(store_t *s, int rc)
 {
-    if (rc == 0)
-        return s_query(s, "commit", "COMMIT");
+    if (rc == 0) {
+        rc = s_query(s, "commit", "COMMIT");
+        if (rc == 0)
+            return 0;
+    }
     mysql_real_query(S_MY(s), "ROLLBACK", 8);
     return rc;
 }
@@ -775,16 +791,17 @@ static int s_user_add(store_t *s, const char *name, int64_t created_at, int64_t 
     return s_keys_change(s, s_user_add_tx, &a);
 }
 
-#define S_COLS_MAX 8
+#define S_COLS_MAX 24
 
 /* Result columns of one query, bound to the caller's buffers. */
 typedef struct {
-    MYSQL_BIND res[S_COLS_MAX];    /* the bindings */
-    unsigned long len[S_COLS_MAX]; /* lengths the server reported */
-    my_bool is_null[S_COLS_MAX];   /* NULL flags */
-    bool nullable[S_COLS_MAX];     /* a NULL is allowed (it reads as 0) */
-    long long *ints[S_COLS_MAX];   /* integer columns: where the value goes, else NULL */
-    size_t n;                      /* columns bound so far */
+    MYSQL_BIND res[S_COLS_MAX];      /* the bindings */
+    unsigned long len[S_COLS_MAX];   /* lengths the server reported */
+    my_bool is_null[S_COLS_MAX];     /* NULL flags */
+    bool nullable[S_COLS_MAX];       /* a NULL is allowed (it reads as 0) */
+    long long *ints[S_COLS_MAX];     /* integer columns: where the value goes, else NULL */
+    unsigned long exact[S_COLS_MAX]; /* binary columns: the length they must have, else 0 */
+    size_t n;                        /* columns bound so far */
 } s_cols_t;
 
 /* Adds a text column that s_cols_fetch NUL-terminates into buf (cap bytes with the NUL). */
@@ -796,6 +813,19 @@ static void s_col_text(s_cols_t *c, char *buf, size_t cap)
     b->buffer_length = (unsigned long)cap;
     b->length = &c->len[c->n];
     b->is_null = &c->is_null[c->n];
+    c->n++;
+}
+
+/* Adds a binary column of exactly len bytes (ids, hashes) read into buf. */
+static void s_col_blob(s_cols_t *c, void *buf, unsigned long len)
+{
+    MYSQL_BIND *b = &c->res[c->n];
+    b->buffer_type = MYSQL_TYPE_BLOB;
+    b->buffer = buf;
+    b->buffer_length = len;
+    b->length = &c->len[c->n];
+    b->is_null = &c->is_null[c->n];
+    c->exact[c->n] = len;
     c->n++;
 }
 
@@ -829,6 +859,14 @@ static int s_cols_fetch(store_t *s, MYSQL_STMT *st, s_cols_t *c, const char *wha
         if (c->ints[i]) {
             if (c->is_null[i])
                 *c->ints[i] = 0;
+            continue;
+        }
+        if (c->exact[i]) {
+            if (c->len[i] != c->exact[i]) {
+                store_set_error(s, "%s: column %zu is %lu bytes, not %lu", what, i, c->len[i],
+                                c->exact[i]);
+                return -EIO;
+            }
             continue;
         }
         if (c->len[i] >= c->res[i].buffer_length) {
@@ -1129,6 +1167,1096 @@ static int s_keys_rev(store_t *s, int64_t *rev)
                       NULL, rev, &found);
 }
 
+/* ---- billing ---------------------------------------------------------------------------- */
+
+/* Prepares *st on first use (statements a batch reuses; s_close_all frees them) and binds
+ * params (NULL: none). Binding is client-side only: the bound buffers are read when the
+ * statement executes, so they must stay valid until then. */
+static int s_use(store_t *s, MYSQL_STMT **st, const char *what, const char *sql, MYSQL_BIND *params)
+{
+    if (!*st) {
+        MYSQL_STMT *t = mysql_stmt_init(S_MY(s));
+        if (!t)
+            return s_fail(s, what);
+        if (mysql_stmt_prepare(t, sql, strlen(sql)) != 0) {
+            int rc = s_stmt_fail(s, t, what);
+            mysql_stmt_close(t);
+            return rc;
+        }
+        *st = t;
+    }
+    if (params && mysql_stmt_bind_param(*st, params) != 0)
+        return s_stmt_fail(s, *st, what);
+    return 0;
+}
+
+/* Closes n statements (NULL ones are skipped). */
+static void s_close_all(MYSQL_STMT **st, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (st[i])
+            mysql_stmt_close(st[i]);
+    }
+}
+
+/* Executes a prepared statement without a result; *affected (may be NULL): matched rows. */
+static int s_run(store_t *s, MYSQL_STMT *st, const char *what, uint64_t *affected)
+{
+    if (mysql_stmt_execute(st) != 0)
+        return s_stmt_fail(s, st, what);
+    if (affected)
+        *affected = (uint64_t)mysql_stmt_affected_rows(st);
+    return 0;
+}
+
+/* Executes a prepared query and reads its first row into c: 1 a row, 0 none, or an error.
+ * The result is buffered and freed here, so st can run again at once. */
+static int s_run_row(store_t *s, MYSQL_STMT *st, s_cols_t *c, const char *what)
+{
+    if (mysql_stmt_execute(st) != 0)
+        return s_stmt_fail(s, st, what);
+    int rc = 0;
+    if (mysql_stmt_store_result(st) != 0 || mysql_stmt_bind_result(st, c->res) != 0)
+        rc = s_stmt_fail(s, st, what);
+    if (rc == 0) {
+        rc = s_cols_fetch(s, st, c, what);
+        rc = rc == 0 ? 1 : rc == 1 ? 0 : rc;
+    }
+    mysql_stmt_free_result(st);
+    return rc;
+}
+
+/* Opens a transaction. */
+static int s_begin(store_t *s)
+{
+    return s_query(s, "begin", "START TRANSACTION");
+}
+
+/* A price row and its column bindings. */
+typedef struct {
+    store_price_t p; /* the row */
+    long long v[5];  /* effective_from, input, output, cached_input, created_at */
+    s_cols_t cols;   /* see S_PRICE_COLS */
+} s_price_row_t;
+
+/* Sets up the columns of a price query (S_PRICE_COLS) on r. */
+static void s_price_cols(s_price_row_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    s_col_text(&r->cols, r->p.model, sizeof(r->p.model));
+    for (int i = 0; i < 5; i++)
+        s_col_i64(&r->cols, &r->v[i], false);
+}
+
+/* Copies the integer columns of a fetched price row into r->p. */
+static void s_price_done(s_price_row_t *r)
+{
+    r->p.effective_from = r->v[0];
+    r->p.input = r->v[1];
+    r->p.output = r->v[2];
+    r->p.cached_input = r->v[3];
+    r->p.created_at = r->v[4];
+}
+
+#define S_PRICE_COLS                                                                               \
+    "SELECT model, effective_from, input, output, cached_input, created_at FROM prices"
+
+/* Adds a price version and bumps the prices counter in one transaction. The counter is
+ * updated first: its row lock orders concurrent price writers, so the counter moves in commit
+ * order and a reader that sees it moved also sees the row. */
+static int s_price_set(store_t *s, const store_price_t *p)
+{
+    int rc = s_begin(s);
+    if (rc < 0)
+        return rc;
+    rc = s_exec_done(s, "prices rev", "UPDATE billing_revs SET rev = rev + 1 WHERE name = 'prices'",
+                     NULL, NULL);
+    if (rc == 0) {
+        MYSQL_BIND b[6];
+        unsigned long len;
+        long long v[5] = {p->effective_from, p->input, p->output, p->cached_input, p->created_at};
+        s_bind_str(&b[0], p->model, &len);
+        for (int i = 0; i < 5; i++)
+            s_bind_i64(&b[1 + i], &v[i]);
+        rc = s_exec_done(s, "price set",
+                         "INSERT INTO prices (model, effective_from, input, output, cached_input, "
+                         "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                         b, NULL);
+    }
+    return s_end_tx(s, rc);
+}
+
+/* Every price version, ordered by model, effective_from. */
+static int s_price_list(store_t *s, store_price_t **out, size_t *n)
+{
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "price list", S_PRICE_COLS " ORDER BY model, effective_from", NULL, &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    s_price_row_t *r = malloc(sizeof(*r));
+    rc = r ? 0 : -ENOMEM;
+    if (rc == 0) {
+        s_price_cols(r);
+        if (mysql_stmt_bind_result(st, r->cols.res) != 0)
+            rc = s_stmt_fail(s, st, "price list");
+    }
+    while (rc == 0 && (rc = s_cols_fetch(s, st, &r->cols, "price list")) == 0) {
+        s_price_done(r);
+        rc = store_array_push(&arr, &count, &cap, &r->p, sizeof(r->p));
+    }
+    free(r);
+    mysql_stmt_close(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* The newest version of model with effective_from <= at_ms. */
+static int s_price_at(store_t *s, const char *model, int64_t at_ms, store_price_t *out)
+{
+    MYSQL_BIND b[2];
+    unsigned long len;
+    long long at = at_ms;
+    s_bind_str(&b[0], model, &len);
+    s_bind_i64(&b[1], &at);
+    MYSQL_STMT *st = NULL;
+    int rc = s_use(s, &st, "price at",
+                   S_PRICE_COLS " WHERE model = ? AND effective_from <= ? "
+                                "ORDER BY effective_from DESC LIMIT 1",
+                   b);
+    s_price_row_t *r = rc == 0 ? malloc(sizeof(*r)) : NULL;
+    if (rc == 0 && !r)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        s_price_cols(r);
+        rc = s_run_row(s, st, &r->cols, "price at");
+    }
+    if (rc == 1) {
+        s_price_done(r);
+        *out = r->p;
+        rc = 0;
+    } else if (rc == 0) {
+        rc = -ENOENT;
+    }
+    free(r);
+    s_close_all(&st, 1);
+    return rc;
+}
+
+/* The prices counter. */
+static int s_prices_rev(store_t *s, int64_t *rev)
+{
+    bool found = false;
+    int rc = s_exec_int(s, "prices rev", "SELECT rev FROM billing_revs WHERE name = 'prices'", NULL,
+                        rev, &found);
+    if (rc == 0 && !found) {
+        store_set_error(s, "prices rev: counter row missing");
+        rc = -EIO;
+    }
+    return rc;
+}
+
+/* Queues a top-up; a missing user fails the foreign key (-ENOENT). */
+static int s_topup_add(store_t *s, int64_t user_id, int64_t amount, int64_t created_at, int64_t *id)
+{
+    MYSQL_BIND b[3];
+    long long v[3] = {user_id, amount, created_at};
+    for (int i = 0; i < 3; i++)
+        s_bind_i64(&b[i], &v[i]);
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "top-up add",
+                    "INSERT INTO topups (user_id, amount, created_at, applied_at) "
+                    "VALUES (?, ?, ?, NULL)",
+                    b, &st);
+    if (rc < 0)
+        return rc;
+    *id = (int64_t)mysql_stmt_insert_id(st);
+    mysql_stmt_close(st);
+    return 0;
+}
+
+/* 1 if the top-up is applied, 0 if queued, -ENOENT if unknown. */
+static int s_topup_applied(store_t *s, int64_t id)
+{
+    MYSQL_BIND b;
+    long long v = id;
+    s_bind_i64(&b, &v);
+    int64_t applied = 0;
+    bool found = false;
+    int rc =
+        s_exec_int(s, "top-up applied", "SELECT applied_at IS NOT NULL FROM topups WHERE id = ?",
+                   &b, &applied, &found);
+    if (rc < 0)
+        return rc;
+    return !found ? -ENOENT : applied ? 1 : 0;
+}
+
+/* One queued top-up. */
+typedef struct {
+    long long id;      /* top-up id */
+    long long user_id; /* whose */
+    long long amount;  /* how much */
+} s_topup_t;
+
+/* Applies every queued top-up in one transaction. The queued rows are read with a locking
+ * read, then each is credited and marked by its id: only what was credited is marked, under
+ * any isolation level, even when hubctl queues another one meanwhile. */
+static int s_topups_apply(store_t *s, int64_t now, size_t *applied)
+{
+    enum { CREDIT, MARK, N_ST };
+    MYSQL_STMT *st[N_ST] = {NULL};
+    s_topup_t *rows = NULL;
+    size_t count = 0, cap = 0;
+    int rc = s_begin(s);
+    if (rc < 0)
+        return rc;
+    MYSQL_STMT *q = NULL;
+    rc = s_exec(s, "top-ups pending",
+                "SELECT id, user_id, amount FROM topups WHERE applied_at IS NULL ORDER BY id "
+                "FOR UPDATE",
+                NULL, &q);
+    if (rc == 0) {
+        s_topup_t t;
+        s_cols_t cols;
+        memset(&cols, 0, sizeof(cols));
+        s_col_i64(&cols, &t.id, false);
+        s_col_i64(&cols, &t.user_id, false);
+        s_col_i64(&cols, &t.amount, false);
+        if (mysql_stmt_bind_result(q, cols.res) != 0)
+            rc = s_stmt_fail(s, q, "top-ups pending");
+        while (rc == 0 && (rc = s_cols_fetch(s, q, &cols, "top-ups pending")) == 0) {
+            void *arr = rows;
+            rc = store_array_push(&arr, &count, &cap, &t, sizeof(t));
+            rows = arr;
+        }
+        if (rc == 1)
+            rc = 0;
+        mysql_stmt_close(q);
+    }
+    s_topup_t cur;
+    long long at = now;
+    MYSQL_BIND credit[2], mark[2];
+    s_bind_i64(&credit[0], &cur.user_id);
+    s_bind_i64(&credit[1], &cur.amount);
+    s_bind_i64(&mark[0], &at);
+    s_bind_i64(&mark[1], &cur.id);
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        cur = rows[i];
+        rc = s_use(s, &st[CREDIT], "top-up credit",
+                   "INSERT INTO balances (user_id, balance) VALUES (?, ?) "
+                   "ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance)",
+                   credit);
+        if (rc == 0)
+            rc = s_run(s, st[CREDIT], "top-up credit", NULL);
+        if (rc == 0)
+            rc = s_use(s, &st[MARK], "top-up mark", "UPDATE topups SET applied_at = ? WHERE id = ?",
+                       mark);
+        if (rc == 0)
+            rc = s_run(s, st[MARK], "top-up mark", NULL);
+    }
+    s_close_all(st, N_ST);
+    free(rows);
+    rc = s_end_tx(s, rc);
+    *applied = rc == 0 ? count : 0;
+    return rc;
+}
+
+/* A user's balance, active holds and queued top-ups, read by one statement (one snapshot). */
+static int s_balance_get(store_t *s, int64_t user_id, store_balance_t *out)
+{
+    MYSQL_BIND b;
+    long long uid = user_id;
+    s_bind_i64(&b, &uid);
+    MYSQL_STMT *st = NULL;
+    int rc = s_use(s, &st, "balance get",
+                   "SELECT COALESCE((SELECT balance FROM balances WHERE user_id = u.id), 0), "
+                   "(SELECT COALESCE(SUM(amount), 0) FROM holds WHERE user_id = u.id "
+                   "AND state = 0), "
+                   "(SELECT COALESCE(SUM(amount), 0) FROM topups WHERE user_id = u.id "
+                   "AND applied_at IS NULL) FROM users u WHERE u.id = ?",
+                   &b);
+    long long v[3] = {0, 0, 0};
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    for (int i = 0; i < 3; i++)
+        s_col_i64(&cols, &v[i], false);
+    if (rc == 0)
+        rc = s_run_row(s, st, &cols, "balance get");
+    s_close_all(&st, 1);
+    if (rc == 0)
+        return -ENOENT;
+    if (rc < 0)
+        return rc;
+    out->user_id = user_id;
+    out->balance = v[0];
+    out->held = v[1];
+    out->pending_topups = v[2];
+    return 0;
+}
+
+/* Statements of one store_holds_place call, prepared on first use. */
+enum { S_HP_FIND, S_HP_USER, S_HP_BALANCE, S_HP_HELD, S_HP_INSERT, S_HP_N };
+
+/* Finds or loads the purse of user_id into (*purses, *n, *cap): its balance and active holds,
+ * read with locking reads so that a settlement on another connection cannot change them
+ * before this batch commits; -ENOENT for no such user. */
+static int s_purse(store_t *s, MYSQL_STMT **st, int64_t user_id, store_purse_t **purses, size_t *n,
+                   size_t *cap, store_purse_t **out)
+{
+    *out = store_purse_find(*purses, *n, user_id);
+    if (*out)
+        return 0;
+    long long uid = user_id, v = 0;
+    MYSQL_BIND b;
+    s_bind_i64(&b, &uid);
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    s_col_i64(&cols, &v, true);
+    int rc = s_use(s, &st[S_HP_USER], "hold user", "SELECT 1 FROM users WHERE id = ?", &b);
+    if (rc == 0)
+        rc = s_run_row(s, st[S_HP_USER], &cols, "hold user");
+    if (rc == 0) {
+        store_set_error(s, "hold: no user with id %lld", (long long)user_id);
+        return -ENOENT;
+    }
+    if (rc < 0)
+        return rc;
+    store_purse_t p = {user_id, 0, 0};
+    v = 0;
+    rc = s_use(s, &st[S_HP_BALANCE], "hold balance",
+               "SELECT balance FROM balances WHERE user_id = ? FOR UPDATE", &b);
+    if (rc == 0)
+        rc = s_run_row(s, st[S_HP_BALANCE], &cols, "hold balance");
+    if (rc < 0)
+        return rc;
+    p.balance = rc == 1 ? v : 0;
+    v = 0;
+    rc = s_use(s, &st[S_HP_HELD], "hold held",
+               "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE user_id = ? AND state = 0 "
+               "FOR UPDATE",
+               &b);
+    if (rc == 0)
+        rc = s_run_row(s, st[S_HP_HELD], &cols, "hold held");
+    if (rc < 0)
+        return rc;
+    p.held = v;
+    void *arr = *purses;
+    rc = store_array_push(&arr, n, cap, &p, sizeof(p));
+    *purses = arr;
+    if (rc < 0)
+        return rc;
+    *out = &(*purses)[*n - 1];
+    return 0;
+}
+
+/* Places a batch of holds in one transaction (see store.h). The lookup of an earlier hold is
+ * a plain read: were the same request placed by two connections at once, the primary key
+ * fails the later batch (-EEXIST) instead of granting twice; the purse reads are what must
+ * be current, and they are locking reads. */
+static int s_holds_place(store_t *s, const store_hold_t *holds, size_t n, int *results,
+                         int64_t *available)
+{
+    MYSQL_STMT *st[S_HP_N] = {NULL};
+    store_purse_t *purses = NULL;
+    size_t n_purses = 0, cap = 0;
+    long long now = store_now_ms();
+    int rc = s_begin(s);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const store_hold_t *h = &holds[i];
+        MYSQL_BIND key;
+        unsigned long key_len;
+        s_bind_blob(&key, h->req_id, 16, &key_len);
+        long long owner = 0, state = 0;
+        s_cols_t cols;
+        memset(&cols, 0, sizeof(cols));
+        s_col_i64(&cols, &owner, false);
+        s_col_i64(&cols, &state, false);
+        rc = s_use(s, &st[S_HP_FIND], "hold find",
+                   "SELECT user_id, state FROM holds WHERE req_id = ?", &key);
+        if (rc == 0)
+            rc = s_run_row(s, st[S_HP_FIND], &cols, "hold find");
+        if (rc < 0)
+            break;
+        store_purse_t *p = NULL;
+        if (rc == 1) { /* placed before: its earlier outcome */
+            rc = s_purse(s, st, owner, &purses, &n_purses, &cap, &p);
+            if (rc < 0)
+                break;
+            results[i] = state != STORE_HOLD_REFUSED;
+        } else {
+            rc = s_purse(s, st, h->user_id, &purses, &n_purses, &cap, &p);
+            if (rc < 0)
+                break;
+            int grant = store_purse_hold(p, h->amount);
+            long long v[5] = {h->user_id, h->amount, now, h->expires_at,
+                              grant ? STORE_HOLD_ACTIVE : STORE_HOLD_REFUSED};
+            MYSQL_BIND b[6];
+            b[0] = key;
+            for (int k = 0; k < 5; k++)
+                s_bind_i64(&b[1 + k], &v[k]);
+            rc = s_use(s, &st[S_HP_INSERT], "hold place",
+                       "INSERT INTO holds (req_id, user_id, amount, created_at, expires_at, "
+                       "state) VALUES (?, ?, ?, ?, ?, ?)",
+                       b);
+            if (rc == 0)
+                rc = s_run(s, st[S_HP_INSERT], "hold place", NULL);
+            if (rc < 0)
+                break;
+            results[i] = grant;
+        }
+        if (available)
+            available[i] = store_purse_left(p);
+    }
+    s_close_all(st, S_HP_N);
+    free(purses);
+    return s_end_tx(s, rc);
+}
+
+/* Reads one hold. */
+static int s_hold_get(store_t *s, const uint8_t req_id[16], store_hold_t *out)
+{
+    MYSQL_BIND key;
+    unsigned long key_len;
+    s_bind_blob(&key, req_id, 16, &key_len);
+    MYSQL_STMT *st = NULL;
+    long long v[5] = {0};
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    for (int i = 0; i < 5; i++)
+        s_col_i64(&cols, &v[i], false);
+    int rc = s_use(s, &st, "hold get",
+                   "SELECT user_id, amount, created_at, expires_at, state FROM holds "
+                   "WHERE req_id = ?",
+                   &key);
+    if (rc == 0)
+        rc = s_run_row(s, st, &cols, "hold get");
+    s_close_all(&st, 1);
+    if (rc == 0)
+        return -ENOENT;
+    if (rc < 0)
+        return rc;
+    memcpy(out->req_id, req_id, 16);
+    out->user_id = v[0];
+    out->amount = v[1];
+    out->created_at = v[2];
+    out->expires_at = v[3];
+    out->state = (int)v[4];
+    return 0;
+}
+
+/* Expires the active holds due at now (one statement, its own transaction). */
+static int s_holds_expire(store_t *s, int64_t now, size_t *n)
+{
+    MYSQL_BIND b;
+    long long at = now;
+    s_bind_i64(&b, &at);
+    uint64_t changed = 0;
+    int rc =
+        s_exec_done(s, "holds expire",
+                    "UPDATE holds SET state = 2 WHERE state = 0 AND expires_at <= ?", &b, &changed);
+    if (rc == 0)
+        *n = (size_t)changed;
+    return rc;
+}
+
+/* Sum and count of the active holds. */
+static int s_holds_outstanding(store_t *s, int64_t *amount, int64_t *count)
+{
+    MYSQL_STMT *st = NULL;
+    long long v[2] = {0, 0};
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    s_col_i64(&cols, &v[0], false);
+    s_col_i64(&cols, &v[1], false);
+    int rc = s_use(s, &st, "holds outstanding",
+                   "SELECT COALESCE(SUM(amount), 0), COUNT(*) FROM holds WHERE state = 0", NULL);
+    if (rc == 0)
+        rc = s_run_row(s, st, &cols, "holds outstanding");
+    s_close_all(&st, 1);
+    if (rc == 0) {
+        store_set_error(s, "holds outstanding: no row");
+        return -EIO;
+    }
+    if (rc < 0)
+        return rc;
+    *amount = v[0];
+    *count = v[1];
+    return 0;
+}
+
+/* Stores a batch of usage reports in one transaction; a re-sent report (same key: the no-op
+ * ON DUPLICATE KEY UPDATE) and a report of a settled request are skipped. Not INSERT IGNORE,
+ * which would also turn other errors into warnings. */
+static int s_usage_put(store_t *s, const store_usage_t *u, size_t n)
+{
+    MYSQL_STMT *st = NULL;
+    int rc = s_begin(s);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const store_usage_t *r = &u[i];
+        MYSQL_BIND b[15];
+        unsigned long len[5];
+        long long v[11] = {r->attempt,
+                           r->user_id,
+                           r->status,
+                           r->delivered,
+                           r->complete,
+                           r->estimated,
+                           r->input_tokens,
+                           r->cached_tokens,
+                           r->output_tokens,
+                           r->received_at,
+                           0};
+        s_bind_blob(&b[0], r->req_id, 16, &len[0]);
+        s_bind_str(&b[1], r->source, &len[1]);
+        s_bind_i64(&b[2], &v[0]);
+        s_bind_str(&b[3], r->agent_id, &len[2]);
+        s_bind_i64(&b[4], &v[1]);
+        s_bind_str(&b[5], r->model, &len[3]);
+        for (int k = 2; k < 10; k++)
+            s_bind_i64(&b[4 + k], &v[k]);
+        s_bind_blob(&b[14], r->req_id, 16, &len[4]);
+        rc = s_use(s, &st, "usage put",
+                   "INSERT INTO usage_reports (req_id, source, attempt, agent_id, user_id, model, "
+                   "status, delivered, complete, estimated, input_tokens, cached_tokens, "
+                   "output_tokens, received_at) "
+                   "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM DUAL "
+                   "WHERE NOT EXISTS (SELECT 1 FROM settlements WHERE req_id = ?) "
+                   "ON DUPLICATE KEY UPDATE req_id = usage_reports.req_id",
+                   b);
+        if (rc == 0)
+            rc = s_run(s, st, "usage put", NULL);
+    }
+    s_close_all(&st, 1);
+    return s_end_tx(s, rc);
+}
+
+/* A usage row and its column bindings. */
+typedef struct {
+    store_usage_t u; /* the row */
+    long long v[11]; /* attempt, user_id, status, delivered, complete, estimated, input, cached,
+                        output, received_at */
+    s_cols_t cols;   /* see S_USAGE_COLS */
+} s_usage_row_t;
+
+#define S_USAGE_COLS                                                                               \
+    "SELECT r.req_id, r.source, r.attempt, r.agent_id, r.user_id, r.model, r.status, "             \
+    "r.delivered, r.complete, r.estimated, r.input_tokens, r.cached_tokens, r.output_tokens, "     \
+    "r.received_at FROM usage_reports r"
+
+/* Runs a usage query (S_USAGE_COLS) with params to its end into a malloc'd array. */
+static int s_usage_rows(store_t *s, const char *what, const char *sql, MYSQL_BIND *params,
+                        store_usage_t **out, size_t *n)
+{
+    MYSQL_STMT *st;
+    int rc = s_exec(s, what, sql, params, &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    s_usage_row_t *r = malloc(sizeof(*r));
+    rc = r ? 0 : -ENOMEM;
+    if (rc == 0) {
+        memset(r, 0, sizeof(*r));
+        s_cols_t *c = &r->cols;
+        s_col_blob(c, r->u.req_id, 16);
+        s_col_text(c, r->u.source, sizeof(r->u.source));
+        s_col_i64(c, &r->v[0], false);
+        s_col_text(c, r->u.agent_id, sizeof(r->u.agent_id));
+        s_col_i64(c, &r->v[1], false);
+        s_col_text(c, r->u.model, sizeof(r->u.model));
+        for (int k = 2; k < 10; k++)
+            s_col_i64(c, &r->v[k], false);
+        if (mysql_stmt_bind_result(st, c->res) != 0)
+            rc = s_stmt_fail(s, st, what);
+    }
+    while (rc == 0 && (rc = s_cols_fetch(s, st, &r->cols, what)) == 0) {
+        store_usage_t *u = &r->u;
+        u->attempt = (uint32_t)r->v[0];
+        u->user_id = r->v[1];
+        u->status = (int)r->v[2];
+        u->delivered = r->v[3] != 0;
+        u->complete = r->v[4] != 0;
+        u->estimated = r->v[5] != 0;
+        u->input_tokens = r->v[6];
+        u->cached_tokens = r->v[7];
+        u->output_tokens = r->v[8];
+        u->received_at = r->v[9];
+        rc = store_array_push(&arr, &count, &cap, u, sizeof(*u));
+    }
+    free(r);
+    mysql_stmt_close(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* Reports of unsettled requests, oldest first, at most limit. */
+static int s_usage_pending(store_t *s, size_t limit, store_usage_t **out, size_t *n)
+{
+    MYSQL_BIND b;
+    long long lim = (long long)limit;
+    s_bind_i64(&b, &lim);
+    return s_usage_rows(s, "usage pending",
+                        S_USAGE_COLS " WHERE NOT EXISTS (SELECT 1 FROM settlements t "
+                                     "WHERE t.req_id = r.req_id) "
+                                     "ORDER BY r.received_at, r.req_id, r.source, r.attempt "
+                                     "LIMIT ?",
+                        &b, out, n);
+}
+
+/* Every stored report of one request, ordered by source, attempt. */
+static int s_usage_of(store_t *s, const uint8_t req_id[16], store_usage_t **out, size_t *n)
+{
+    MYSQL_BIND b;
+    unsigned long len;
+    s_bind_blob(&b, req_id, 16, &len);
+    return s_usage_rows(
+        s, "usage of", S_USAGE_COLS " WHERE r.req_id = ? ORDER BY r.source, r.attempt", &b, out, n);
+}
+
+/* Statements of one store_settle call, prepared on first use. */
+enum {
+    S_SET_DONE,    /* is the request settled already? */
+    S_SET_HEAD,    /* the agent's chain head (locking read) */
+    S_SET_LEDGER,  /* append the row */
+    S_SET_BALANCE, /* debit the user */
+    S_SET_ACCOUNT, /* credit the agent, move its head */
+    S_SET_HOLD,    /* release the hold */
+    S_SET_REPORTS, /* drop the reports */
+    S_SET_INSERT,  /* record the settlement */
+    S_SET_N
+};
+
+/* Appends one BILLED item's row: checks it follows the agent's chain (read with a lock, so
+ * that no other writer moves the head before this commits), inserts it, debits the user,
+ * credits the agent and moves the chain's head. */
+static int s_settle_row(store_t *s, MYSQL_STMT **st, size_t i, const ledger_row_t *r)
+{
+    MYSQL_BIND agent;
+    unsigned long agent_len;
+    s_bind_str(&agent, r->agent_id, &agent_len);
+    long long last = 0;
+    uint8_t last_hash[LEDGER_HASH_LEN] = {0};
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    s_col_i64(&cols, &last, false);
+    s_col_blob(&cols, last_hash, LEDGER_HASH_LEN);
+    int rc = s_use(s, &st[S_SET_HEAD], "ledger head",
+                   "SELECT last_seq, last_hash FROM agent_accounts WHERE agent_id = ? FOR UPDATE",
+                   &agent);
+    if (rc == 0)
+        rc = s_run_row(s, st[S_SET_HEAD], &cols, "ledger head");
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        last = 0;
+        memset(last_hash, 0, sizeof(last_hash));
+    }
+    if (r->seq != (uint64_t)last + 1) {
+        store_set_error(s, "settlement %zu: seq %llu of agent %s does not follow %lld", i,
+                        (unsigned long long)r->seq, r->agent_id, last);
+        return -ESTALE;
+    }
+    if (memcmp(r->prev_hash, last_hash, LEDGER_HASH_LEN) != 0) {
+        store_set_error(s,
+                        "settlement %zu: prev_hash of agent %s seq %llu is not the hash of its "
+                        "last row",
+                        i, r->agent_id, (unsigned long long)r->seq);
+        return -ESTALE;
+    }
+    long long v[15] = {
+        (long long)r->seq, r->attempt,    r->user_id, r->input_tokens, r->cached_tokens,
+        r->output_tokens,  r->estimated,  r->cost,    r->fee,          r->credit,
+        r->hold,           r->price_from, r->fee_ppm, r->created_ms,   -r->cost};
+    MYSQL_BIND b[19];
+    unsigned long len[5];
+    s_bind_str(&b[0], r->agent_id, &len[0]);
+    s_bind_i64(&b[1], &v[0]);
+    s_bind_blob(&b[2], r->req_id, 16, &len[1]);
+    s_bind_i64(&b[3], &v[1]);
+    s_bind_i64(&b[4], &v[2]);
+    s_bind_str(&b[5], r->model, &len[2]);
+    for (int k = 3; k < 14; k++)
+        s_bind_i64(&b[3 + k], &v[k]);
+    s_bind_blob(&b[17], r->prev_hash, LEDGER_HASH_LEN, &len[3]);
+    s_bind_blob(&b[18], r->hash, LEDGER_HASH_LEN, &len[4]);
+    rc = s_use(s, &st[S_SET_LEDGER], "ledger append",
+               "INSERT INTO ledger (agent_id, seq, req_id, attempt, user_id, model, input_tokens, "
+               "cached_tokens, output_tokens, estimated, cost, fee, credit, hold_amount, "
+               "price_from, fee_ppm, created_ms, prev_hash, hash) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               b);
+    if (rc == 0)
+        rc = s_run(s, st[S_SET_LEDGER], "ledger append", NULL);
+    if (rc == -EEXIST) { /* another writer appended meanwhile */
+        store_set_error(s, "settlement %zu: agent %s seq %llu exists already", i, r->agent_id,
+                        (unsigned long long)r->seq);
+        rc = -ESTALE;
+    }
+    if (rc < 0)
+        return rc;
+    /* The balance may go below zero: what a request cost beyond its hold is still charged. A
+     * user without a money row gets one (a missing user fails the foreign key: -ENOENT). */
+    MYSQL_BIND bal[2];
+    s_bind_i64(&bal[0], &v[2]);
+    s_bind_i64(&bal[1], &v[14]);
+    rc = s_use(s, &st[S_SET_BALANCE], "balance debit",
+               "INSERT INTO balances (user_id, balance) VALUES (?, ?) "
+               "ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance)",
+               bal);
+    if (rc == 0)
+        rc = s_run(s, st[S_SET_BALANCE], "balance debit", NULL);
+    if (rc < 0)
+        return rc;
+    MYSQL_BIND acc[4];
+    acc[0] = agent;
+    s_bind_i64(&acc[1], &v[9]);
+    s_bind_i64(&acc[2], &v[0]);
+    s_bind_blob(&acc[3], r->hash, LEDGER_HASH_LEN, &len[4]);
+    rc = s_use(s, &st[S_SET_ACCOUNT], "account credit",
+               "INSERT INTO agent_accounts (agent_id, credit, last_seq, last_hash, acked_seq) "
+               "VALUES (?, ?, ?, ?, 0) ON DUPLICATE KEY UPDATE "
+               "credit = credit + VALUES(credit), last_seq = VALUES(last_seq), "
+               "last_hash = VALUES(last_hash)",
+               acc);
+    if (rc == 0)
+        rc = s_run(s, st[S_SET_ACCOUNT], "account credit", NULL);
+    return rc;
+}
+
+/* Settles one item inside the batch's transaction. */
+static int s_settle_one(store_t *s, MYSQL_STMT **st, size_t i, const store_settle_t *it)
+{
+    MYSQL_BIND key;
+    unsigned long key_len;
+    s_bind_blob(&key, it->req_id, 16, &key_len);
+    long long one = 0;
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    s_col_i64(&cols, &one, false);
+    int rc =
+        s_use(s, &st[S_SET_DONE], "settled", "SELECT 1 FROM settlements WHERE req_id = ?", &key);
+    if (rc == 0)
+        rc = s_run_row(s, st[S_SET_DONE], &cols, "settled");
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        store_set_error(s, "settlement %zu: the request is settled already", i);
+        return -EALREADY;
+    }
+    bool billed = it->outcome == STORE_OUTCOME_BILLED;
+    if (billed && (rc = s_settle_row(s, st, i, &it->row)) < 0)
+        return rc;
+    /* A refused hold stays refused: a re-sent hold.req must get the same answer. */
+    rc = s_use(s, &st[S_SET_HOLD], "hold settle",
+               "UPDATE holds SET state = 1 WHERE req_id = ? AND state IN (0, 2)", &key);
+    if (rc == 0)
+        rc = s_run(s, st[S_SET_HOLD], "hold settle", NULL);
+    if (rc == 0)
+        rc = s_use(s, &st[S_SET_REPORTS], "usage drop",
+                   "DELETE FROM usage_reports WHERE req_id = ?", &key);
+    if (rc == 0)
+        rc = s_run(s, st[S_SET_REPORTS], "usage drop", NULL);
+    if (rc < 0)
+        return rc;
+    long long v[4] = {it->outcome, it->user_id, (long long)it->row.seq, it->settled_at};
+    my_bool no_row = !billed;
+    MYSQL_BIND b[6];
+    unsigned long agent_len;
+    b[0] = key;
+    s_bind_i64(&b[1], &v[0]);
+    s_bind_i64(&b[2], &v[1]);
+    s_bind_str(&b[3], billed ? it->row.agent_id : "", &agent_len);
+    b[3].is_null = &no_row;
+    s_bind_i64(&b[4], &v[2]);
+    b[4].is_null = &no_row;
+    s_bind_i64(&b[5], &v[3]);
+    rc = s_use(s, &st[S_SET_INSERT], "settlement insert",
+               "INSERT INTO settlements (req_id, outcome, user_id, agent_id, seq, settled_at) "
+               "VALUES (?, ?, ?, ?, ?, ?)",
+               b);
+    if (rc == 0)
+        rc = s_run(s, st[S_SET_INSERT], "settlement insert", NULL);
+    if (rc == -EEXIST) { /* settled by another writer after this transaction's snapshot */
+        store_set_error(s, "settlement %zu: the request is settled already", i);
+        rc = -EALREADY;
+    }
+    return rc;
+}
+
+/* Settles a batch in one transaction; any failure rolls all of it back. */
+static int s_settle(store_t *s, const store_settle_t *items, size_t n)
+{
+    MYSQL_STMT *st[S_SET_N] = {NULL};
+    int rc = s_begin(s);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = s_settle_one(s, st, i, &items[i]);
+    s_close_all(st, S_SET_N);
+    return s_end_tx(s, rc);
+}
+
+/* 1 and the outcome if the request is settled, else 0. */
+static int s_settled(store_t *s, const uint8_t req_id[16], int *outcome)
+{
+    MYSQL_BIND b;
+    unsigned long len;
+    s_bind_blob(&b, req_id, 16, &len);
+    int64_t v = 0;
+    bool found = false;
+    int rc = s_exec_int(s, "settled", "SELECT outcome FROM settlements WHERE req_id = ?", &b, &v,
+                        &found);
+    if (rc < 0)
+        return rc;
+    if (found)
+        *outcome = (int)v;
+    return found ? 1 : 0;
+}
+
+/* The agent's chain head from its account (seq 0 and zeros without one). */
+static int s_ledger_head(store_t *s, const char *agent_id, uint64_t *seq, uint8_t hash[32])
+{
+    MYSQL_BIND b;
+    unsigned long len;
+    s_bind_str(&b, agent_id, &len);
+    long long last = 0;
+    uint8_t h[LEDGER_HASH_LEN];
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    s_col_i64(&cols, &last, false);
+    s_col_blob(&cols, h, LEDGER_HASH_LEN);
+    MYSQL_STMT *st = NULL;
+    int rc = s_use(s, &st, "ledger head",
+                   "SELECT last_seq, last_hash FROM agent_accounts WHERE agent_id = ?", &b);
+    if (rc == 0)
+        rc = s_run_row(s, st, &cols, "ledger head");
+    s_close_all(&st, 1);
+    if (rc == 1) {
+        *seq = (uint64_t)last;
+        memcpy(hash, h, LEDGER_HASH_LEN);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* A ledger row and its column bindings. */
+typedef struct {
+    ledger_row_t r;  /* the row */
+    long long v[14]; /* seq, attempt, user_id, input, cached, output, estimated, cost, fee,
+                        credit, hold, price_from, fee_ppm, created_ms */
+    s_cols_t cols;   /* see S_LEDGER_COLS */
+} s_ledger_row_t;
+
+#define S_LEDGER_COLS                                                                              \
+    "SELECT agent_id, seq, req_id, attempt, user_id, model, input_tokens, cached_tokens, "         \
+    "output_tokens, estimated, cost, fee, credit, hold_amount, price_from, fee_ppm, created_ms, "  \
+    "prev_hash, hash FROM ledger"
+
+/* Binds the columns of a ledger query (S_LEDGER_COLS) to x. */
+static int s_ledger_bind(store_t *s, MYSQL_STMT *st, s_ledger_row_t *x)
+{
+    memset(x, 0, sizeof(*x));
+    s_cols_t *c = &x->cols;
+    s_col_text(c, x->r.agent_id, sizeof(x->r.agent_id));
+    s_col_i64(c, &x->v[0], false);
+    s_col_blob(c, x->r.req_id, 16);
+    s_col_i64(c, &x->v[1], false);
+    s_col_i64(c, &x->v[2], false);
+    s_col_text(c, x->r.model, sizeof(x->r.model));
+    for (int k = 3; k < 14; k++)
+        s_col_i64(c, &x->v[k], false);
+    s_col_blob(c, x->r.prev_hash, LEDGER_HASH_LEN);
+    s_col_blob(c, x->r.hash, LEDGER_HASH_LEN);
+    if (mysql_stmt_bind_result(st, c->res) != 0)
+        return s_stmt_fail(s, st, "ledger columns");
+    return 0;
+}
+
+/* Fetches the next ledger row into x->r: 0, 1 at the end, or an error. */
+static int s_ledger_fetch(store_t *s, MYSQL_STMT *st, s_ledger_row_t *x)
+{
+    int rc = s_cols_fetch(s, st, &x->cols, "ledger");
+    if (rc != 0)
+        return rc;
+    ledger_row_t *r = &x->r;
+    r->seq = (uint64_t)x->v[0];
+    r->attempt = (uint32_t)x->v[1];
+    r->user_id = x->v[2];
+    r->input_tokens = x->v[3];
+    r->cached_tokens = x->v[4];
+    r->output_tokens = x->v[5];
+    r->estimated = x->v[6] != 0;
+    r->cost = x->v[7];
+    r->fee = x->v[8];
+    r->credit = x->v[9];
+    r->hold = x->v[10];
+    r->price_from = x->v[11];
+    r->fee_ppm = x->v[12];
+    r->created_ms = x->v[13];
+    return 0;
+}
+
+/* Rows of an agent from from_seq on, in seq order, at most limit. */
+static int s_ledger_range(store_t *s, const char *agent_id, uint64_t from_seq, size_t limit,
+                          ledger_row_t **out, size_t *n)
+{
+    MYSQL_BIND b[3];
+    unsigned long len;
+    long long from = (long long)from_seq, lim = (long long)limit;
+    s_bind_str(&b[0], agent_id, &len);
+    s_bind_i64(&b[1], &from);
+    s_bind_i64(&b[2], &lim);
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "ledger range",
+                    S_LEDGER_COLS " WHERE agent_id = ? AND seq >= ? ORDER BY seq LIMIT ?", b, &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    s_ledger_row_t *x = malloc(sizeof(*x));
+    rc = x ? s_ledger_bind(s, st, x) : -ENOMEM;
+    while (rc == 0 && (rc = s_ledger_fetch(s, st, x)) == 0)
+        rc = store_array_push(&arr, &count, &cap, &x->r, sizeof(x->r));
+    free(x);
+    mysql_stmt_close(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* The ledger row of one request. */
+static int s_ledger_by_req(store_t *s, const uint8_t req_id[16], ledger_row_t *out)
+{
+    MYSQL_BIND b;
+    unsigned long len;
+    s_bind_blob(&b, req_id, 16, &len);
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "ledger by req", S_LEDGER_COLS " WHERE req_id = ?", &b, &st);
+    if (rc < 0)
+        return rc;
+    s_ledger_row_t *x = malloc(sizeof(*x));
+    rc = x ? s_ledger_bind(s, st, x) : -ENOMEM;
+    if (rc == 0)
+        rc = s_ledger_fetch(s, st, x);
+    if (rc == 0)
+        *out = x->r;
+    else if (rc == 1)
+        rc = -ENOENT;
+    free(x);
+    mysql_stmt_close(st);
+    return rc;
+}
+
+/* Raises the agent's acknowledged seq to seq (never lowers it), creating its account. */
+static int s_ledger_ack(store_t *s, const char *agent_id, uint64_t seq)
+{
+    static const uint8_t zeros[LEDGER_HASH_LEN];
+    MYSQL_BIND b[3];
+    unsigned long len[2];
+    long long v = (long long)seq;
+    s_bind_str(&b[0], agent_id, &len[0]);
+    s_bind_blob(&b[1], zeros, LEDGER_HASH_LEN, &len[1]);
+    s_bind_i64(&b[2], &v);
+    return s_exec_done(s, "ledger ack",
+                       "INSERT INTO agent_accounts (agent_id, credit, last_seq, last_hash, "
+                       "acked_seq) VALUES (?, 0, 0, ?, ?) ON DUPLICATE KEY UPDATE "
+                       "acked_seq = GREATEST(acked_seq, VALUES(acked_seq))",
+                       b, NULL);
+}
+
+/* Every agent account, ordered by agent_id. */
+static int s_account_list(store_t *s, store_account_t **out, size_t *n)
+{
+    MYSQL_STMT *st;
+    int rc = s_exec(s, "account list",
+                    "SELECT agent_id, credit, last_seq, acked_seq FROM agent_accounts "
+                    "ORDER BY agent_id",
+                    NULL, &st);
+    if (rc < 0)
+        return rc;
+    void *arr = NULL;
+    size_t count = 0, cap = 0;
+    store_account_t a;
+    long long v[3];
+    s_cols_t cols;
+    memset(&a, 0, sizeof(a));
+    memset(&cols, 0, sizeof(cols));
+    s_col_text(&cols, a.agent_id, sizeof(a.agent_id));
+    for (int k = 0; k < 3; k++)
+        s_col_i64(&cols, &v[k], false);
+    if (mysql_stmt_bind_result(st, cols.res) != 0)
+        rc = s_stmt_fail(s, st, "account list");
+    while (rc == 0 && (rc = s_cols_fetch(s, st, &cols, "account list")) == 0) {
+        a.credit = v[0];
+        a.last_seq = (uint64_t)v[1];
+        a.acked_seq = (uint64_t)v[2];
+        rc = store_array_push(&arr, &count, &cap, &a, sizeof(a));
+    }
+    mysql_stmt_close(st);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+/* Hub-wide sums, read by one statement (one snapshot). */
+static int s_billing_totals(store_t *s, store_totals_t *out)
+{
+    MYSQL_STMT *st = NULL;
+    long long v[7] = {0};
+    s_cols_t cols;
+    memset(&cols, 0, sizeof(cols));
+    for (int k = 0; k < 7; k++)
+        s_col_i64(&cols, &v[k], false);
+    int rc = s_use(s, &st, "billing totals",
+                   "SELECT t.v, b.v, l.cost, l.credit, l.fee, l.n, x.n FROM "
+                   "(SELECT COALESCE(SUM(amount), 0) AS v FROM topups "
+                   "WHERE applied_at IS NOT NULL) t, "
+                   "(SELECT COALESCE(SUM(balance), 0) AS v FROM balances) b, "
+                   "(SELECT COALESCE(SUM(cost), 0) AS cost, COALESCE(SUM(credit), 0) AS credit, "
+                   "COALESCE(SUM(fee), 0) AS fee, COUNT(*) AS n FROM ledger) l, "
+                   "(SELECT COUNT(*) AS n FROM settlements) x",
+                   NULL);
+    if (rc == 0)
+        rc = s_run_row(s, st, &cols, "billing totals");
+    s_close_all(&st, 1);
+    if (rc == 0) {
+        store_set_error(s, "billing totals: no row");
+        return -EIO;
+    }
+    if (rc < 0)
+        return rc;
+    out->topups = v[0];
+    out->balances = v[1];
+    out->debits = v[2];
+    out->credits = v[3];
+    out->fees = v[4];
+    out->ledger_rows = v[5];
+    out->settled = v[6];
+    return 0;
+}
+
 static const store_ops_t s_ops = {
     .name = "mysql",
     .close = s_close,
@@ -1150,6 +2278,29 @@ static const store_ops_t s_ops = {
     .key_revoke = s_key_revoke,
     .key_list = s_key_list,
     .keys_rev = s_keys_rev,
+    .price_set = s_price_set,
+    .price_list = s_price_list,
+    .price_at = s_price_at,
+    .prices_rev = s_prices_rev,
+    .topup_add = s_topup_add,
+    .topup_applied = s_topup_applied,
+    .topups_apply = s_topups_apply,
+    .balance_get = s_balance_get,
+    .holds_place = s_holds_place,
+    .hold_get = s_hold_get,
+    .holds_expire = s_holds_expire,
+    .holds_outstanding = s_holds_outstanding,
+    .usage_put = s_usage_put,
+    .usage_pending = s_usage_pending,
+    .usage_of = s_usage_of,
+    .settle = s_settle,
+    .settled = s_settled,
+    .ledger_head = s_ledger_head,
+    .ledger_range = s_ledger_range,
+    .ledger_by_req = s_ledger_by_req,
+    .ledger_ack = s_ledger_ack,
+    .account_list = s_account_list,
+    .billing_totals = s_billing_totals,
 };
 
 /* ---- open ------------------------------------------------------------------------------- */

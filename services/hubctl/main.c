@@ -1,4 +1,5 @@
-/* hubctl: the hub operator's command line (init, agents, users, API keys). */
+/* hubctl: the hub operator's command line (init, agents, users, API keys, top-ups, balances,
+ * prices, the ledger). */
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -15,6 +16,8 @@
 #include "bus_plat.h"
 #include "hub_config.h"
 #include "identity.h"
+#include "ledger.h"
+#include "money.h"
 #include "store/store.h"
 #include "tlscert.h"
 
@@ -34,6 +37,11 @@ static void s_usage(FILE *out)
             "      prints user_id: and name:\n"
             "  hubctl [--config DIR/hub.conf] user list\n"
             "  hubctl [--config DIR/hub.conf] user disable NAME | user enable NAME\n"
+            "  hubctl [--config DIR/hub.conf] user topup NAME AMOUNT\n"
+            "      queues AMOUNT (currency units, e.g. 10.5) for hub-billing, which applies it;\n"
+            "      waits up to 3 s and prints the new balance, or that it is queued\n"
+            "  hubctl [--config DIR/hub.conf] balance NAME\n"
+            "      balance, held (active holds) and pending (queued top-ups), 6 decimals\n"
             "  hubctl [--config DIR/hub.conf] key create USER\n"
             "      prints key_id: and the key (sk-...) on its own line, once: it is stored\n"
             "      only as a hash and cannot be shown again\n"
@@ -42,6 +50,15 @@ static void s_usage(FILE *out)
             "  hubctl [--config DIR/hub.conf] key revoke KEY_ID\n"
             "  hubctl [--config DIR/hub.conf] key check < FILE\n"
             "      reads a key from standard input and tells whether it is valid (exit 0)\n"
+            "  hubctl [--config DIR/hub.conf] price set MODEL --input X --output Y\n"
+            "              [--cached-input Z] [--from UNIX_MS|now]\n"
+            "      adds a price version: currency units per 1M tokens (cached input defaults to\n"
+            "      the input price), in force from --from (default now)\n"
+            "  hubctl [--config DIR/hub.conf] price list\n"
+            "  hubctl [--config DIR/hub.conf] ledger AGENT_ID [--from SEQ]\n"
+            "      the agent's ledger rows from SEQ (default 1)\n"
+            "  hubctl [--config DIR/hub.conf] ledger verify AGENT_ID\n"
+            "      checks the agent's whole hash chain; exit 1 at the first fault\n"
             "  hubctl [--config DIR/hub.conf] migrate\n"
             "  hubctl --help | --version\n\n"
             "Exit status: 0 done, 1 not found or failed, 2 bad usage.\n"
@@ -66,6 +83,30 @@ static int s_open_store(const hub_config_t *cfg, store_t **st)
         return 1;
     }
     return 0;
+}
+
+/* Sends one envelope from a short-lived DEALER to a service's ROUTER (endpoint as hub.conf
+ * gives it, already resolved against the config's directory). Best effort: the services' polls
+ * stay the guarantee, and a service that is not running simply does not hear it. */
+static void s_bus_send(const char *endpoint, const bus_env_t *env)
+{
+    if (!endpoint || !endpoint[0])
+        return;
+    bus_buf_t buf;
+    bus_buf_init(&buf, 256);
+    void *ctx = zmq_ctx_new();
+    void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    if (sock && bus_env_encode(env, &buf) == 0) {
+        int linger = 300; /* long enough to hand the message to a running service */
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+        if (zmq_connect(sock, endpoint) == 0)
+            zmq_send(sock, buf.data, buf.len, ZMQ_DONTWAIT);
+    }
+    if (sock)
+        zmq_close(sock);
+    if (ctx)
+        zmq_ctx_term(ctx);
+    bus_buf_free(&buf);
 }
 
 /* Writes hub.conf with every key of the table, using defaults overridden by sets. */
@@ -399,24 +440,108 @@ static int s_user_status(store_t *st, const char *sub, const char *name)
     return 0;
 }
 
+/* Now, in Unix milliseconds (the billing tables' time unit). */
+static int64_t s_now_ms(void)
+{
+    return (int64_t)(plat_wall_us() / 1000);
+}
+
+/* Sleeps ms milliseconds (a wait for another process, never on a service's loop). */
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Asks hub-billing to act at once on what hubctl just wrote ("topups" or "prices") rather than
+ * at its next poll (billing.poll), which stays the guarantee. */
+static void s_poke_billing(const hub_config_t *cfg, const char *what)
+{
+    bus_env_t env;
+    bus_env_init(&env, BUS_T_BILLING_POKE, NULL);
+    env.u.billing_poke.what = bus_str_c(what);
+    s_bus_send(cfg->billing_router, &env);
+}
+
+/* hubctl user topup USER AMOUNT: queues the top-up (hub-billing is the only writer of
+ * balances), pokes hub-billing, and waits up to 3 s to report the balance it produced. */
+static int s_user_topup(store_t *st, const hub_config_t *cfg, const char *name,
+                        const char *amount_text)
+{
+    int64_t amount = 0;
+    int rc = money_parse(amount_text, 0, &amount);
+    if (rc != 0 || amount <= 0) {
+        fprintf(stderr,
+                "hubctl user topup: AMOUNT must be a positive decimal in currency units with at "
+                "most 6 decimals (e.g. 10.5), not \"%s\"%s\n",
+                amount_text, rc == -ERANGE ? " (too large)" : "");
+        return 2;
+    }
+    store_user_t u;
+    if ((rc = s_find_user(st, "user topup", name, &u)) != 0)
+        return rc;
+    int64_t id = 0;
+    rc = store_topup_add(st, u.id, amount, s_now_ms(), &id);
+    if (rc != 0) {
+        fprintf(stderr, "hubctl user topup: %s\n",
+                rc == -ENOENT ? "the user is gone" : store_last_error(st));
+        return 1;
+    }
+    s_poke_billing(cfg, "topups");
+    char amt[MONEY_TEXT_MAX], bal[MONEY_TEXT_MAX];
+    money_format(amount, amt);
+    uint64_t deadline = plat_mono_us() + 3000000;
+    for (;;) {
+        rc = store_topup_applied(st, id);
+        if (rc != 0 || plat_mono_us() >= deadline)
+            break;
+        s_sleep_ms(50);
+    }
+    /* From here on the top-up is durable: whatever follows exits 0, so that a script never
+     * retries it and tops up twice. */
+    store_balance_t b;
+    if (rc == 1 && store_balance_get(st, u.id, &b) == 0) {
+        money_format(b.balance, bal);
+        printf("topup: %s +%s balance %s\n", u.name, amt, bal);
+    } else if (rc == 1) {
+        printf("topup: %s +%s applied\n", u.name, amt);
+        fprintf(stderr, "hubctl user topup: the new balance cannot be read: %s\n",
+                store_last_error(st));
+    } else {
+        printf("topup: %s +%s queued (hub-billing is not running; it applies it at start)\n",
+               u.name, amt);
+        if (rc < 0)
+            fprintf(stderr, "hubctl user topup: top-up %lld is queued, but its state cannot be "
+                            "read: %s\n",
+                    (long long)id, store_last_error(st));
+    }
+    return 0;
+}
+
 /* hubctl user SUBCOMMAND ...: checks the words, opens the store, runs the subcommand. */
 static int s_cmd_user(char **words, size_t n, const hub_config_t *cfg)
 {
     const char *sub = n >= 1 ? words[0] : "";
     bool named =
         strcmp(sub, "add") == 0 || strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0;
+    bool topup = strcmp(sub, "topup") == 0;
     if (named && n != 2) {
         fprintf(stderr, "hubctl user %s: usage: hubctl user %s NAME\n", sub, sub);
         return 2;
     }
-    if (!named && strcmp(sub, "list") != 0) {
+    if (topup && n != 3) {
+        fprintf(stderr, "hubctl user topup: usage: hubctl user topup NAME AMOUNT\n");
+        return 2;
+    }
+    if (!named && !topup && strcmp(sub, "list") != 0) {
         if (n)
             fprintf(stderr,
                     "hubctl user: unknown subcommand \"%s\" (add, list, disable, "
-                    "enable)\n",
+                    "enable, topup)\n",
                     sub);
         else
-            fprintf(stderr, "hubctl user: add, list, disable or enable\n");
+            fprintf(stderr, "hubctl user: add, list, disable, enable or topup\n");
         return 2;
     }
     if (strcmp(sub, "list") == 0 && n != 1) {
@@ -431,6 +556,8 @@ static int s_cmd_user(char **words, size_t n, const hub_config_t *cfg)
         rc = s_user_add(st, words[1]);
     else if (strcmp(sub, "list") == 0)
         rc = s_user_list(st);
+    else if (topup)
+        rc = s_user_topup(st, cfg, words[1], words[2]);
     else
         rc = s_user_status(st, sub, words[1]);
     store_destroy(&st);
@@ -630,9 +757,7 @@ static int s_cmd_key(char **words, size_t n, const hub_config_t *cfg)
 }
 
 /* Tells running services that the registry changed, so they reload now rather than at their
- * next poll (which stays the guarantee: this is best effort, and a hub that is not running
- * simply does not hear it). agent add/disable/enable → "agents"; user disable/enable and key
- * revoke → "keys". */
+ * next poll. agent add/disable/enable → "agents"; user disable/enable and key revoke → "keys". */
 static void s_notify(const hub_config_t *cfg, const char *what, const char *sub)
 {
     const char *topic = NULL;
@@ -643,31 +768,410 @@ static void s_notify(const hub_config_t *cfg, const char *what, const char *sub)
               (strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0)) ||
              (strcmp(what, "key") == 0 && strcmp(sub, "revoke") == 0))
         topic = "keys";
-    if (!topic || !cfg->tunnel_router[0])
+    if (!topic)
         return;
     bus_env_t env;
     bus_env_init(&env, BUS_T_REGISTRY_CHANGED, NULL);
     env.u.registry_changed.what = bus_str_c(topic);
-    bus_buf_t buf;
-    bus_buf_init(&buf, 256);
-    void *ctx = zmq_ctx_new();
-    void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
-    if (sock && bus_env_encode(&env, &buf) == 0) {
-        int linger = 300; /* long enough to hand the message to a running tunnel */
-        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-        if (zmq_connect(sock, cfg->tunnel_router) == 0)
-            zmq_send(sock, buf.data, buf.len, ZMQ_DONTWAIT);
+    s_bus_send(cfg->tunnel_router, &env);
+}
+
+/* ---- billing: balances, prices, the ledger ---------------------------------------------- */
+
+/* Formats Unix milliseconds as ISO 8601 UTC with milliseconds ("2026-11-26T06:26:38.123Z"). */
+static void s_fmt_time_ms(int64_t ms, char *buf, size_t cap)
+{
+    int64_t sec = ms / 1000, frac = ms % 1000;
+    if (frac < 0) {
+        frac += 1000;
+        sec--;
     }
-    if (sock)
-        zmq_close(sock);
-    if (ctx)
-        zmq_ctx_term(ctx);
-    bus_buf_free(&buf);
+    time_t t = (time_t)sec;
+    struct tm tm;
+    char whole[40];
+    if (!gmtime_r(&t, &tm) || strftime(whole, sizeof whole, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        snprintf(buf, cap, "%lld", (long long)ms);
+    else
+        snprintf(buf, cap, "%s.%03lldZ", whole, (long long)frac);
+}
+
+/* Parses a non-negative decimal integer (digits only, no sign, no spaces). 0 or -EINVAL. */
+static int s_parse_u63(const char *text, int64_t *out)
+{
+    int64_t v = 0;
+    if (!text || !*text)
+        return -EINVAL;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (INT64_MAX - (*p - '0')) / 10)
+            return -EINVAL;
+        v = v * 10 + (*p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Lowercase hex of n bytes into out (2n + 1 bytes). */
+static void s_hex(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* hubctl balance USER: balance, active holds and queued top-ups, 6 decimals each. */
+static int s_cmd_balance(char **words, size_t n, const hub_config_t *cfg)
+{
+    if (n != 1) {
+        fprintf(stderr, "hubctl balance: usage: hubctl balance USER\n");
+        return 2;
+    }
+    store_t *st = NULL;
+    int rc = s_open_store(cfg, &st);
+    if (rc != 0)
+        return rc;
+    store_user_t u;
+    store_balance_t b;
+    if ((rc = s_find_user(st, "balance", words[0], &u)) == 0) {
+        rc = store_balance_get(st, u.id, &b);
+        if (rc != 0) {
+            fprintf(stderr, "hubctl balance: %s\n",
+                    rc == -ENOENT ? "the user is gone" : store_last_error(st));
+            rc = 1;
+        } else {
+            char bal[MONEY_TEXT_MAX], held[MONEY_TEXT_MAX], pend[MONEY_TEXT_MAX];
+            money_format(b.balance, bal);
+            money_format(b.held, held);
+            money_format(b.pending_topups, pend);
+            printf("%s balance %s held %s", u.name, bal, held);
+            if (b.pending_topups != 0)
+                printf(" pending %s", pend);
+            printf("\n");
+        }
+    }
+    store_destroy(&st);
+    return rc;
+}
+
+/* Parses a price option (currency units per 1M tokens) into micro-units per 1M tokens. */
+static int s_price_opt(const cfg_cli_t *cli, const char *opt, int64_t *out)
+{
+    const char *text = cfg_cli_opt(cli, opt);
+    if (!text)
+        return -ENOENT;
+    if (money_parse(text, 0, out) != 0) {
+        fprintf(stderr,
+                "hubctl price set: %s must be a decimal >= 0 in currency units per 1M tokens "
+                "with at most 6 decimals (e.g. 2.5), not \"%s\"\n",
+                opt, text);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Prints one price version as a table row (see s_price_header). */
+static void s_price_row(const store_price_t *p)
+{
+    char when[48], in[MONEY_TEXT_MAX], cached[MONEY_TEXT_MAX], out[MONEY_TEXT_MAX];
+    s_fmt_time_ms(p->effective_from, when, sizeof when);
+    money_format(p->input, in);
+    money_format(p->cached_input, cached);
+    money_format(p->output, out);
+    printf("%-24s  %-24s  %13lld  %16s  %16s  %16s\n", p->model, when,
+           (long long)p->effective_from, in, cached, out);
+}
+
+/* The header of the price table: prices are currency units per 1M tokens. */
+static void s_price_header(void)
+{
+    printf("%-24s  %-24s  %13s  %16s  %16s  %16s\n", "MODEL", "EFFECTIVE_FROM", "FROM_MS",
+           "INPUT/1M", "CACHED_INPUT/1M", "OUTPUT/1M");
+}
+
+/* hubctl price set MODEL --input X --output Y [--cached-input Z] [--from UNIX_MS|now]. */
+static int s_price_set(const cfg_cli_t *cli, const char *model, const hub_config_t *cfg)
+{
+    store_price_t p;
+    memset(&p, 0, sizeof p);
+    int a = s_price_opt(cli, "--input", &p.input);
+    int b = s_price_opt(cli, "--output", &p.output);
+    int c = s_price_opt(cli, "--cached-input", &p.cached_input);
+    if (a == -EINVAL || b == -EINVAL || c == -EINVAL)
+        return 2;
+    if (a != 0 || b != 0) {
+        fprintf(stderr, "hubctl price set: usage: hubctl price set MODEL --input X --output Y "
+                        "[--cached-input Z] [--from UNIX_MS|now]\n");
+        return 2;
+    }
+    if (c == -ENOENT)
+        p.cached_input = p.input;
+    size_t len = strlen(model);
+    if (len == 0 || len > STORE_MODEL_MAX) {
+        fprintf(stderr, "hubctl price set: MODEL must be 1-%d bytes\n", STORE_MODEL_MAX);
+        return 2;
+    }
+    memcpy(p.model, model, len + 1);
+    p.created_at = s_now_ms();
+    p.effective_from = p.created_at;
+    const char *from = cfg_cli_opt(cli, "--from");
+    if (from && strcmp(from, "now") != 0 && s_parse_u63(from, &p.effective_from) != 0) {
+        fprintf(stderr, "hubctl price set: --from must be Unix milliseconds or now, not \"%s\"\n",
+                from);
+        return 2;
+    }
+    store_t *st = NULL;
+    int rc = s_open_store(cfg, &st);
+    if (rc != 0)
+        return rc;
+    rc = store_price_set(st, &p);
+    if (rc == -EEXIST) {
+        fprintf(stderr, "hubctl price set: %s already has a price from %lld: versions are never "
+                        "changed; give another --from\n",
+                model, (long long)p.effective_from);
+        rc = 1;
+    } else if (rc == -EINVAL) {
+        fprintf(stderr, "hubctl price set: MODEL must be UTF-8 without control characters\n");
+        rc = 2;
+    } else if (rc != 0) {
+        fprintf(stderr, "hubctl price set: %s\n", store_last_error(st));
+        rc = 1;
+    } else {
+        s_poke_billing(cfg, "prices");
+        s_price_header();
+        s_price_row(&p);
+    }
+    store_destroy(&st);
+    return rc;
+}
+
+/* hubctl price list: every version of every model. */
+static int s_price_list(const hub_config_t *cfg)
+{
+    store_t *st = NULL;
+    int rc = s_open_store(cfg, &st);
+    if (rc != 0)
+        return rc;
+    store_price_t *list = NULL;
+    size_t count = 0;
+    if (store_price_list(st, &list, &count) != 0) {
+        fprintf(stderr, "hubctl price list: %s\n", store_last_error(st));
+        store_destroy(&st);
+        return 1;
+    }
+    s_price_header();
+    for (size_t i = 0; i < count; i++)
+        s_price_row(&list[i]);
+    free(list);
+    store_destroy(&st);
+    return 0;
+}
+
+/* hubctl price set|list. */
+static int s_cmd_price(const cfg_cli_t *cli, char **words, size_t n, const hub_config_t *cfg)
+{
+    const char *sub = n >= 1 ? words[0] : "";
+    if (strcmp(sub, "set") == 0 && n == 2)
+        return s_price_set(cli, words[1], cfg);
+    if (strcmp(sub, "list") == 0 && n == 1)
+        return s_price_list(cfg);
+    if (strcmp(sub, "set") == 0)
+        fprintf(stderr, "hubctl price set: usage: hubctl price set MODEL --input X --output Y "
+                        "[--cached-input Z] [--from UNIX_MS|now]\n");
+    else if (strcmp(sub, "list") == 0)
+        fprintf(stderr, "hubctl price list: takes no arguments\n");
+    else if (n)
+        fprintf(stderr, "hubctl price: unknown subcommand \"%s\" (set, list)\n", sub);
+    else
+        fprintf(stderr, "hubctl price: set or list\n");
+    return 2;
+}
+
+/* Rows fetched from the store at a time by ledger listings and checks. */
+#define S_LEDGER_PAGE 1024
+
+/* Whether an agent with no ledger rows is at least registered: 0 yes, else an exit code. */
+static int s_ledger_agent_known(store_t *st, const char *cmd, const char *agent)
+{
+    store_agent_t a;
+    int rc = store_agent_get(st, agent, &a);
+    if (rc == -ENOENT) {
+        fprintf(stderr, "hubctl %s: no agent with id %s and no ledger rows for it\n", cmd,
+                agent);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "hubctl %s: %s\n", cmd, store_last_error(st));
+        return 1;
+    }
+    return 0;
+}
+
+/* hubctl ledger AGENT [--from SEQ]: the agent's rows from seq SEQ on. */
+static int s_ledger_list(store_t *st, const char *agent, uint64_t from)
+{
+    printf("%-8s  %-24s  %-32s  %3s  %-6s  %-20s  %9s  %9s  %9s  %3s  %14s  %14s  %14s  %s\n",
+           "SEQ", "TIME", "REQ_ID", "ATT", "USER", "MODEL", "IN", "CACHED", "OUT", "EST", "COST",
+           "FEE", "CREDIT", "HASH");
+    size_t total = 0;
+    for (;;) {
+        ledger_row_t *rows = NULL;
+        size_t count = 0;
+        if (store_ledger_range(st, agent, from, S_LEDGER_PAGE, &rows, &count) != 0) {
+            fprintf(stderr, "hubctl ledger: %s\n", store_last_error(st));
+            return 1;
+        }
+        for (size_t i = 0; i < count; i++) {
+            const ledger_row_t *r = &rows[i];
+            char when[48], req[33], hash[2 * LEDGER_HASH_LEN + 1];
+            char cost[MONEY_TEXT_MAX], fee[MONEY_TEXT_MAX], credit[MONEY_TEXT_MAX];
+            s_fmt_time_ms(r->created_ms, when, sizeof when);
+            s_hex(r->req_id, sizeof r->req_id, req);
+            s_hex(r->hash, LEDGER_HASH_LEN, hash);
+            hash[16] = '\0'; /* a prefix identifies the row; ledger verify checks them all */
+            money_format(r->cost, cost);
+            money_format(r->fee, fee);
+            money_format(r->credit, credit);
+            printf("%-8llu  %-24s  %-32s  %3u  %-6lld  %-20s  %9lld  %9lld  %9lld  %3s  %14s  "
+                   "%14s  %14s  %s\n",
+                   (unsigned long long)r->seq, when, req, (unsigned)r->attempt,
+                   (long long)r->user_id, r->model, (long long)r->input_tokens,
+                   (long long)r->cached_tokens, (long long)r->output_tokens,
+                   r->estimated ? "yes" : "no", cost, fee, credit, hash);
+        }
+        total += count;
+        uint64_t next = count ? rows[count - 1].seq + 1 : 0;
+        free(rows);
+        if (count < S_LEDGER_PAGE)
+            break;
+        from = next;
+    }
+    uint64_t head_seq = 0;
+    uint8_t head_hash[LEDGER_HASH_LEN];
+    if (total == 0 && store_ledger_head(st, agent, &head_seq, head_hash) == 0 && head_seq == 0)
+        return s_ledger_agent_known(st, "ledger", agent);
+    return 0;
+}
+
+/* What a ledger fault means, for the operator. */
+static const char *s_fault_text(ledger_fault_t f)
+{
+    switch (f) {
+    case LEDGER_BAD_SEQ:
+        return "seq does not follow the previous row (a row dropped, repeated or reordered)";
+    case LEDGER_BAD_PREV:
+        return "prev_hash is not the previous row's hash";
+    case LEDGER_BAD_HASH:
+        return "hash does not match the row's contents (the row was changed)";
+    case LEDGER_BAD_AMOUNTS:
+        return "amounts do not add up (cost != fee + credit, a negative figure, or cached > "
+               "input)";
+    case LEDGER_BAD_AGENT:
+        return "a row of another agent";
+    case LEDGER_OK:
+        break;
+    }
+    return "ok";
+}
+
+/* hubctl ledger verify AGENT: walks the whole chain from seq 1, then checks that it ends where
+ * the agent's chain head says. */
+static int s_ledger_verify(store_t *st, const char *agent)
+{
+    ledger_walk_t w;
+    ledger_walk_init(&w, agent, 0, NULL);
+    uint64_t from = 1;
+    for (;;) {
+        ledger_row_t *rows = NULL;
+        size_t count = 0;
+        if (store_ledger_range(st, agent, from, S_LEDGER_PAGE, &rows, &count) != 0) {
+            fprintf(stderr, "hubctl ledger verify: %s\n", store_last_error(st));
+            return 1;
+        }
+        for (size_t i = 0; i < count; i++) {
+            ledger_fault_t f = ledger_walk_next(&w, &rows[i]);
+            if (f != LEDGER_OK) {
+                printf("ledger verify %s: seq %llu: %s: %s (%llu rows verified before it)\n",
+                       agent, (unsigned long long)rows[i].seq, ledger_fault_name(f),
+                       s_fault_text(f), (unsigned long long)w.seq);
+                free(rows);
+                return 1;
+            }
+        }
+        free(rows);
+        if (count < S_LEDGER_PAGE)
+            break;
+        from = w.seq + 1;
+    }
+    uint64_t head_seq = 0;
+    uint8_t head_hash[LEDGER_HASH_LEN];
+    if (store_ledger_head(st, agent, &head_seq, head_hash) != 0) {
+        fprintf(stderr, "hubctl ledger verify: %s\n", store_last_error(st));
+        return 1;
+    }
+    /* The head is kept apart from the rows (the agent's account): rows lost from the end of the
+     * chain, which no walk can see, show here. */
+    if (head_seq == w.seq && memcmp(head_hash, w.hash, LEDGER_HASH_LEN) != 0) {
+        printf("ledger verify %s: seq %llu: bad_head: the chain's head records another hash for "
+               "its last row\n",
+               agent, (unsigned long long)w.seq);
+        return 1;
+    }
+    if (head_seq != w.seq) {
+        printf("ledger verify %s: seq %llu: bad_head: the chain's head is seq %llu, but its rows "
+               "end at seq %llu\n",
+               agent, (unsigned long long)(head_seq > w.seq ? w.seq + 1 : head_seq + 1),
+               (unsigned long long)head_seq, (unsigned long long)w.seq);
+        return 1;
+    }
+    if (w.seq == 0) {
+        int rc = s_ledger_agent_known(st, "ledger verify", agent);
+        if (rc != 0)
+            return rc;
+    }
+    printf("ledger verify %s: %llu rows, ok\n", agent, (unsigned long long)w.seq);
+    return 0;
+}
+
+/* hubctl ledger AGENT [--from SEQ] | ledger verify AGENT. */
+static int s_cmd_ledger(const cfg_cli_t *cli, char **words, size_t n, const hub_config_t *cfg)
+{
+    bool verify = n >= 1 && strcmp(words[0], "verify") == 0;
+    if ((verify && n != 2) || (!verify && n != 1)) {
+        fprintf(stderr, "hubctl ledger: usage: hubctl ledger AGENT [--from SEQ] | "
+                        "hubctl ledger verify AGENT\n");
+        return 2;
+    }
+    const char *from_text = cfg_cli_opt(cli, "--from");
+    int64_t from = 1;
+    if (verify && from_text) {
+        fprintf(stderr, "hubctl ledger verify: always walks the whole chain (no --from)\n");
+        return 2;
+    }
+    if (from_text && (s_parse_u63(from_text, &from) != 0 || from < 1)) {
+        fprintf(stderr, "hubctl ledger: --from must be a seq >= 1, not \"%s\"\n", from_text);
+        return 2;
+    }
+    const char *agent = words[verify ? 1 : 0];
+    if (strlen(agent) == 0 || strlen(agent) > LEDGER_AGENT_ID_MAX) {
+        fprintf(stderr, "hubctl ledger: AGENT must be an agent id (hubctl agent list)\n");
+        return 2;
+    }
+    store_t *st = NULL;
+    int rc = s_open_store(cfg, &st);
+    if (rc != 0)
+        return rc;
+    rc = verify ? s_ledger_verify(st, agent) : s_ledger_list(st, agent, (uint64_t)from);
+    store_destroy(&st);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    static const char *const extra[] = {"--dir", "--store", "--mysql-url", "--pubkey", NULL};
+    static const char *const extra[] = {"--dir",   "--store",  "--mysql-url",    "--pubkey",
+                                        "--input", "--output", "--cached-input", "--from",
+                                        NULL};
     cfg_cli_t cli;
     char err[512];
     bus_log_set_process("hubctl");
@@ -714,6 +1218,12 @@ int main(int argc, char **argv)
             rc = s_cmd_user(words + 1, n - 1, &cfg);
         } else if (strcmp(words[0], "key") == 0) {
             rc = s_cmd_key(words + 1, n - 1, &cfg);
+        } else if (strcmp(words[0], "balance") == 0) {
+            rc = s_cmd_balance(words + 1, n - 1, &cfg);
+        } else if (strcmp(words[0], "price") == 0) {
+            rc = s_cmd_price(&cli, words + 1, n - 1, &cfg);
+        } else if (strcmp(words[0], "ledger") == 0) {
+            rc = s_cmd_ledger(&cli, words + 1, n - 1, &cfg);
         } else if (strcmp(words[0], "migrate") == 0) {
             store_t *st = NULL;
             store_params_t sp;

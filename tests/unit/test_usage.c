@@ -1,7 +1,7 @@
 /* Unit tests for lib/usage: token figures read from vendor-shaped OpenAI and Azure OpenAI
  * streams and bodies, the same whatever the chunking and line endings; the usage-only chunk's
  * offsets (cut it out and the stream stays valid, without usage); missing usage, limits,
- * malformed and error events. */
+ * malformed and error events; the billing figures rule (usage_bill). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1243,6 +1243,122 @@ static void test_api_edges(void **state)
     usage_destroy(&s);
 }
 
+/* ---- The billing figures rule (usage_bill) ---- */
+
+/* One case of the rule: what was seen, the vendor status, the body size, what is billed. */
+typedef struct {
+    const char *name;
+    bool have_u;   /* pass a usage_t (else NULL) */
+    bool found;    /* u->found */
+    int64_t in, cached, out, chars; /* u's figures and output_chars */
+    int status;
+    int64_t body;
+    int64_t want_in, want_cached, want_out;
+    bool want_est;
+} bill_case_t;
+
+static const bill_case_t s_bill_cases[] = {
+    /* The vendor's own figures win, whatever the status, and are never estimates. */
+    {"found 200", true, true, 19, 6, 10, 15, 200, 400, 19, 6, 10, false},
+    {"found 500", true, true, 19, 6, 10, 15, 500, 400, 19, 6, 10, false},
+    {"found 429", true, true, 7, 0, 0, 0, 429, 400, 7, 0, 0, false},
+    {"found status 0", true, true, 3, 1, 2, 99, 0, 400, 3, 1, 2, false},
+    {"found zeros", true, true, 0, 0, 0, 40, 200, 400, 0, 0, 0, false},
+    {"found huge", true, true, INT64_MAX, INT64_MAX - 1, INT64_MAX, 0, 200, 8, INT64_MAX,
+     INT64_MAX - 1, INT64_MAX, false},
+    /* No figures and no success: nothing, not an estimate. */
+    {"400", true, false, 0, 0, 0, 40, 400, 400, 0, 0, 0, false},
+    {"429", true, false, 0, 0, 0, 40, 429, 400, 0, 0, 0, false},
+    {"500", true, false, 0, 0, 0, 40, 500, 400, 0, 0, 0, false},
+    {"503", true, false, 0, 0, 0, 40, 503, 400, 0, 0, 0, false},
+    {"199", true, false, 0, 0, 0, 40, 199, 400, 0, 0, 0, false},
+    {"300", true, false, 0, 0, 0, 40, 300, 400, 0, 0, 0, false},
+    {"304", true, false, 0, 0, 0, 40, 304, 400, 0, 0, 0, false},
+    {"status 0", true, false, 0, 0, 0, 40, 0, 400, 0, 0, 0, false},
+    {"status -1", true, false, 0, 0, 0, 40, -1, 400, 0, 0, 0, false},
+    /* A success without figures: estimated, ceil(body / 4) in, ceil(chars / 4) out. */
+    {"200 estimate", true, false, 0, 0, 0, 15, 200, 401, 101, 0, 4, true},
+    {"200 exact quarters", true, false, 0, 0, 0, 16, 200, 400, 100, 0, 4, true},
+    {"204", true, false, 0, 0, 0, 1, 204, 1, 1, 0, 1, true},
+    {"299", true, false, 0, 0, 0, 2, 299, 3, 1, 0, 1, true},
+    {"200 zero body", true, false, 0, 0, 0, 0, 200, 0, 0, 0, 0, true},
+    {"200 negative body", true, false, 0, 0, 0, 5, 200, -8, 0, 0, 2, true},
+    {"200 partial figures ignored", true, false, 50, 10, 20, 9, 200, 12, 3, 0, 3, true},
+    {"200 huge", true, false, 0, 0, 0, INT64_MAX, 200, INT64_MAX, INT64_MAX / 4 + 1, 0,
+     INT64_MAX / 4 + 1, true},
+    {"200 huge multiple of 4", true, false, 0, 0, 0, INT64_MAX - 3, 200, INT64_MAX - 3,
+     (INT64_MAX - 3) / 4, 0, (INT64_MAX - 3) / 4, true},
+    /* Nothing seen at all (u == NULL). */
+    {"NULL 200", false, false, 0, 0, 0, 0, 200, 9, 3, 0, 0, true},
+    {"NULL 502", false, false, 0, 0, 0, 0, 502, 9, 0, 0, 0, false},
+    {"NULL status 0", false, false, 0, 0, 0, 0, 0, 9, 0, 0, 0, false},
+};
+
+/* Every case of the table; the output is fully written whatever it held before. */
+static void test_bill_rule_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof s_bill_cases / sizeof s_bill_cases[0]; i++) {
+        const bill_case_t *c = &s_bill_cases[i];
+        usage_t u;
+        memset(&u, 0, sizeof u);
+        u.found = c->found;
+        u.input_tokens = c->in;
+        u.cached_input_tokens = c->cached;
+        u.output_tokens = c->out;
+        u.output_chars = c->chars;
+        usage_bill_t b;
+        memset(&b, 0x5a, sizeof b);
+        usage_bill(c->have_u ? &u : NULL, c->status, c->body, &b);
+        if (b.input_tokens != c->want_in || b.cached_tokens != c->want_cached ||
+            b.output_tokens != c->want_out || b.estimated != c->want_est)
+            fail_msg("%s: got in %lld cached %lld out %lld est %d; want %lld %lld %lld %d",
+                     c->name, (long long)b.input_tokens, (long long)b.cached_tokens,
+                     (long long)b.output_tokens, (int)b.estimated, (long long)c->want_in,
+                     (long long)c->want_cached, (long long)c->want_out, (int)c->want_est);
+    }
+}
+
+/* The rule on what the sniffer read: a whole stream bills the vendor's figures; the same stream
+ * cut before its usage chunk bills the estimate from the content seen ("" + "Hello" + " wörld"
+ * + " 世界!" = 15 code points → 4 tokens). */
+static void test_bill_rule_from_sniffer(void **state)
+{
+    (void)state;
+    usage_bill_t b;
+    usage_sniffer_t *s = usage_new(USAGE_OPENAI_CHAT, true, 65536);
+    assert_non_null(s);
+    assert_int_equal(usage_feed(s, (const uint8_t *)CHAT_USAGE, strlen(CHAT_USAGE)), 0);
+    usage_finish(s);
+    usage_bill(usage_get(s), 200, 1000, &b);
+    assert_int_equal(b.input_tokens, 19);
+    assert_int_equal(b.cached_tokens, 6);
+    assert_int_equal(b.output_tokens, 10);
+    assert_false(b.estimated);
+    usage_destroy(&s);
+
+    const char *usage_chunk = strstr(CHAT_USAGE, "\"choices\":[],");
+    assert_non_null(usage_chunk);
+    size_t cut = 0;
+    for (const char *p = CHAT_USAGE; (p = strstr(p, "data: ")) && p < usage_chunk; p++)
+        cut = (size_t)(p - CHAT_USAGE);
+    s = usage_new(USAGE_OPENAI_CHAT, true, 65536);
+    assert_non_null(s);
+    assert_int_equal(usage_feed(s, (const uint8_t *)CHAT_USAGE, cut), 0);
+    usage_finish(s);
+    assert_false(usage_get(s)->found);
+    usage_bill(usage_get(s), 200, 1001, &b);
+    assert_int_equal(b.input_tokens, 251);
+    assert_int_equal(b.cached_tokens, 0);
+    assert_int_equal(b.output_tokens, 4);
+    assert_true(b.estimated);
+    /* The same cut stream under a failed status bills nothing. */
+    usage_bill(usage_get(s), 502, 1001, &b);
+    assert_int_equal(b.input_tokens + b.cached_tokens + b.output_tokens, 0);
+    assert_false(b.estimated);
+    usage_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1257,6 +1373,8 @@ int main(void)
         cmocka_unit_test(test_malformed_events),
         cmocka_unit_test(test_vendor_errors_in_streams),
         cmocka_unit_test(test_api_edges),
+        cmocka_unit_test(test_bill_rule_table),
+        cmocka_unit_test(test_bill_rule_from_sniffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
