@@ -1201,6 +1201,9 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
     zmq_setsockopt(srv->pub, ZMQ_LINGER, &zero, sizeof zero);
     /* A reply to a gateway that has gone must fail loudly, not vanish. */
     zmq_setsockopt(srv->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    /* A restarted hub-billing reconnects under the same identity ("billing") before the dead
+     * one's pipe may be gone: the newcomer takes it over. */
+    zmq_setsockopt(srv->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     /* Credit windows bound what streams can have in flight; these bound a misbehaving peer. */
     int64_t maxmsg = (int64_t)BUS_ENV_MAX_BYTES;
     int hwm = 100000;
