@@ -299,6 +299,8 @@ ag_ledgerlink_t *ag_ledgerlink_new(bus_loop_t *loop, const ag_config_t *cfg,
         goto fail;
     int one = 1, zero = 0, hwm = 100000;
     zmq_setsockopt(l->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    /* A restarted agent-ledger reconnects under the same identity: it takes it over. */
+    zmq_setsockopt(l->sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(l->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(l->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(l->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
