@@ -111,7 +111,10 @@ al_verdict_t al_verify(const ledger_row_t *row, const char *agent_id,
             return s_verdict(out, AL_VERIFIED, false, 0);
         return s_verdict(out, AL_ACCEPTED, true, mine.cost - row->cost);
     }
-    if (local->complete && !local->estimated)
+    /* Both complete, with the vendor's own figures: they must agree. When either side was
+     * interrupted (the user left, the vendor dropped: the hub's row is estimated, or our
+     * record is), the hub saw at most what we sent. */
+    if (local->complete && !local->estimated && !row->estimated)
         return s_dispute(out, AL_R_TOKENS_DIFFER,
                          "tokens %lld/%lld/%lld, the completed stream's record has %lld/%lld/%lld",
                          (long long)ru.input, (long long)ru.cached_input, (long long)ru.output,

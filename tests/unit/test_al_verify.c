@@ -72,6 +72,7 @@ typedef enum {
     C_LOCAL_OUT_700_CUT,    /* local output 700 on an interrupted stream */
     C_LOCAL_OUT_700_EST,    /* local output 700, complete but estimated */
     C_LOCAL_OUT_700_FULL,   /* local output 700 on a completed stream */
+    C_HUB_EST_LOCAL_FULL,   /* the hub's row is an estimate (the user left); ours complete */
     C_LOCAL_OUT_400_CUT,    /* local output 400 (below the row's 500), interrupted */
     C_LOCAL_CACHED_300_CUT, /* local cached 300 (row's 200 means more uncached), interrupted */
     C_LOCAL_MODEL,          /* the local record is of another model */
@@ -144,6 +145,8 @@ static const s_case_t s_cases[] = {
      false, 0},
     {"disputed: hub uncached input above the agent's", C_LOCAL_CACHED_300_CUT, AL_DISPUTED,
      AL_R_HUB_HIGHER, false, 0},
+    {"accepted: the hub estimated a stream the user left", C_HUB_EST_LOCAL_FULL, AL_ACCEPTED,
+     AL_R_NONE, false, 1600},
     {"disputed: other tokens on a completed stream", C_LOCAL_OUT_700_FULL, AL_DISPUTED,
      AL_R_TOKENS_DIFFER, false, 0},
     {"disputed: no record, cost over the hold", C_HOLD_5000_NO_LOCAL, AL_DISPUTED, AL_R_OVER_HOLD,
@@ -177,6 +180,10 @@ static void s_run(const s_case_t *c)
         break;
     case C_LOCAL_OUT_700_FULL:
         local.output_tokens = 700;
+        break;
+    case C_HUB_EST_LOCAL_FULL:
+        local.output_tokens = 700;
+        row.estimated = true;
         break;
     case C_LOCAL_OUT_400_CUT:
         local.output_tokens = 400;
