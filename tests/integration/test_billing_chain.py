@@ -1,0 +1,166 @@
+"""Billing through the whole chain: holds before the first byte, the charge from the vendor's own
+usage, 402 and 503 in OpenAI's shape, cancelled streams charged by the estimate rule, and
+concurrent requests that can never overspend. Runs on SQLite, or on MariaDB with argument
+`mysql` (under tests/with-servers)."""
+
+import http.client
+import json
+import sys
+import threading
+import time
+
+from chain import FEE_PPM, MODEL, Chain, cost_micros
+from harness import run_tests, wait_until
+
+STORE = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
+ch = Chain(STORE)
+
+
+def _body_len(max_tokens=None, stream=False):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
+    if stream:
+        body["stream"] = True
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return len(json.dumps(body).encode())
+
+
+def test_a_request_is_charged_from_the_vendors_usage():
+    key = ch.user("alice", "1")
+    ch.wait_routable(key)
+    status, body, hdrs = ch.chat(key, max_tokens=16)
+    assert status == 200, body
+    usage = json.loads(body)["usage"]
+    want = cost_micros(usage["prompt_tokens"], usage["completion_tokens"])
+    wait_until(lambda: ch.balance("alice")[0] == 1000000 - want, timeout=10,
+               what="alice charged %d micros" % want)
+    assert ch.balance("alice")[1] == 0  # the hold is released
+    ch.settled()
+    rows = [r for r in ch.ledger_rows() if r["req_id"] == hdrs["x-request-id"]]
+    assert len(rows) == 1, ch.ledger_rows()
+    fee = want * FEE_PPM // 1000000
+    assert rows[0]["amounts"][:3] == ["%d.%06d" % divmod(v, 1000000) for v in
+                                      (want, fee, want - fee)], rows[0]
+    rc, out = ch.verify()
+    assert rc == 0 and "ok" in out, out
+
+
+def test_insufficient_balance_is_402_insufficient_quota():
+    key = ch.user("bob")  # no money
+    status, body, _ = ch.chat(key, max_tokens=16)
+    assert status == 402, (status, body)
+    err = json.loads(body)["error"]
+    assert err["code"] == "insufficient_quota" and err["type"] == "insufficient_quota", err
+    assert "balance" in err["message"]
+
+
+def test_unpriced_model_is_refused():
+    key = ch.user("carol", "1")
+    # served by nobody and priced by nobody: the routing answer (404) comes first
+    status, body, _ = ch.chat(key, extra={"model": "gpt-unpriced"})
+    assert status in (404, 503), (status, body)
+
+
+def test_streamed_request_is_charged_and_usage_chunk_hidden():
+    key = ch.user("dave", "1")
+    before = ch.balance("dave")[0]
+    status, body, hdrs = ch.chat(key, stream=True, max_tokens=8)
+    assert status == 200 and b"[DONE]" in body, body
+    assert b'"usage":{' not in body.replace(b" ", b"")  # not asked for: not seen
+    wait_until(lambda: ch.balance("dave")[0] < before, timeout=10, what="dave charged")
+    ch.settled()
+    assert any(r["req_id"] == hdrs["x-request-id"] for r in ch.ledger_rows())
+
+
+def test_cancelled_stream_is_charged_by_the_estimate():
+    key = ch.user("erin", "1")
+    ch.fv.config(chunks=400, **{"delay-ms": 20})
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", ch.hub.gateway_port, timeout=30)
+        data = json.dumps({"model": MODEL, "stream": True, "max_tokens": 1000,
+                           "messages": [{"role": "user", "content": "hello there"}]}).encode()
+        c.request("POST", "/v1/chat/completions", body=data,
+                  headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200
+        req_id = r.getheader("x-request-id")
+        got = b""
+        while got.count(b"data:") < 10:
+            got += r.read1(4096)
+        c.close()  # the user goes away mid-stream
+    finally:
+        ch.fv.config(chunks=5, **{"delay-ms": 0})
+    wait_until(lambda: any(r["req_id"] == req_id for r in ch.ledger_rows()), timeout=15,
+               what="the cancelled stream settled")
+    row = [r for r in ch.ledger_rows() if r["req_id"] == req_id][0]
+    assert row["cost"] != "0.000000", row
+    assert row["estimated"] and row["input"] > 0, row  # the estimate rule: prompt counted
+    ch.settled()
+
+
+def test_concurrent_requests_never_overspend():
+    # Each hold: body bytes bound the input, max_tokens the output.
+    n_cover, max_tokens = 50, 2000
+    hold = cost_micros(_body_len(max_tokens), max_tokens)
+    topup = n_cover * hold
+    key = ch.user("frank", "%d.%06d" % divmod(topup, 1000000))
+    results = []
+    lock = threading.Lock()
+    start = threading.Event()
+
+    def one():
+        start.wait()
+        try:
+            s, _, _ = ch.chat(key, max_tokens=max_tokens, timeout=60)
+        except Exception as e:  # noqa: BLE001
+            s = repr(e)
+        with lock:
+            results.append(s)
+    threads = [threading.Thread(target=one) for _ in range(200)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join(90)
+    ok, refused = results.count(200), results.count(402)
+    assert ok + refused == 200, results
+    assert ok >= n_cover, (ok, refused)
+    assert refused > 0, (ok, refused)
+    wait_until(lambda: ch.balance("frank")[1] == 0, timeout=30, what="frank's holds released")
+    bal = ch.balance("frank")[0]
+    assert bal >= 0, bal
+    ch.settled()
+
+
+def test_billing_restart_loses_nothing():
+    key = ch.user("gina", "1")
+    ch.hub.stop_billing()
+    done = []
+    t = threading.Thread(target=lambda: done.append(ch.chat(key, max_tokens=16)))
+    t.start()
+    time.sleep(1.0)
+    ch.hub.start_billing()
+    t.join(30)
+    assert done and done[0][0] == 200, done
+    req_id = done[0][2]["x-request-id"]
+    wait_until(lambda: any(r["req_id"] == req_id for r in ch.ledger_rows()), timeout=15,
+               what="settled after the restart")
+    ch.settled()
+
+
+def test_totals_add_up():
+    ch.settled()
+    rows = ch.ledger_rows()
+    def micros(t):
+        u, f = t.split(".")
+        return int(u) * 1000000 + int(f)
+    cost = sum(micros(r["amounts"][0]) for r in rows)
+    fee = sum(micros(r["amounts"][1]) for r in rows)
+    credit = sum(micros(r["amounts"][2]) for r in rows)
+    assert cost == fee + credit, (cost, fee, credit)
+    assert len({r["req_id"] for r in rows}) == len(rows)
+    rc, out = ch.verify()
+    assert rc == 0, out
+
+
+run_tests(globals())
