@@ -227,13 +227,18 @@ class Fake(fakevendor.FakeVendor):
         return [FAKE] + super().args()[1:]
 
 
-log("starting fake-vendor, hub-tunnel, hub-gateway, agent, nginx (build %s)" % harness.BUILD)
+log("starting fake-vendor, hub-tunnel, hub-billing, hub-gateway, agent, nginx (build %s)"
+    % harness.BUILD)
 fv = Fake(root, log_level="warn").start()
 extra_procs.append((fv.proc, signal.SIGTERM))
 atexit.register(cleanup)    # runs before the harness's (registered earlier): LIFO
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-hub = Hub(root, sets=["log.level=warn"]).start()
+hub = Hub(root, sets=["log.level=warn", "billing.unpriced=refuse"]).start()
 extra_procs.append((hub.proc, signal.SIGTERM))
+# Every hub process runs (DESIGN §6): holds and settlement are part of what is measured.
+hub.start_billing()
+extra_procs.append((hub.billing, signal.SIGTERM))
+hub.hubctl("price", "set", "gpt-4o-mini", "--input", "0.15", "--output", "0.60")
 gw_extra = []
 if args.client_tls:
     gw_extra = ["--set", "gateway.cert=" + fv.certs["cert"],
@@ -243,6 +248,7 @@ hub.gateway = spawn([harness.BIN["hub-gateway"], "--config", hub.conf] + gw_extr
                     hub.gateway_log)
 extra_procs.append((hub.gateway, signal.SIGTERM))
 KEY = hub.user_key("bench-user")
+hub.hubctl("user", "topup", "bench-user", "1000000")
 agent = Agent(hub, "bench-agent", root=root)
 with open(os.path.join(agent.dir, "agent.conf"), "a") as f:
     f.write("\n[upstream]\nconnect_to = %s\nca_file = %s\n\n[instance.main]\nvendor = openai\n"
@@ -400,9 +406,10 @@ for _path in ORDER:
 
 
 def hub_pids():
-    out = {"hub-gateway": hub.gateway.pid, "hub-tunnel": hub.proc.pid, "agent": agent.proc.pid}
+    out = {"hub-gateway": hub.gateway.pid, "hub-tunnel": hub.proc.pid,
+           "hub-billing": hub.billing.pid, "agent": agent.proc.pid}
     for i, k in enumerate(children(agent.proc.pid)):
-        out["agent-adapter-%d" % i] = k
+        out["agent-child-%d" % i] = k  # agent-adapters and agent-ledger
     return out
 
 
@@ -852,7 +859,7 @@ if mem:
         sb, sa = sums.get(side, (0, 0))
         sums[side] = (sb + b, sa + a)
         w("%-22s %8d KiB %8d KiB %11.1f" % (k, b, a, (a - b) / n))
-    for side, label in (("hub", "hub host (gw+tunnel)"), ("agent", "agent host (agent+ad.)")):
+    for side, label in (("hub", "hub host (gw+tun+bill)"), ("agent", "agent host (agent+kids)")):
         b, a = sums[side]
         w("%-22s %8d KiB %8d KiB %11.1f" % (label, b, a, (a - b) / n))
     per_stream = (sums["hub"][1] - sums["hub"][0]) / n
