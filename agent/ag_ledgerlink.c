@@ -141,7 +141,7 @@ static void s_on_ledger(void *arg, void *zsock)
     switch (env.type) {
     case BUS_T_USAGE_ACK: {
         bus_str_t src = env.u.usage_ack.source;
-        if (!env.has_req_id || src.len != 6 || memcmp(src.p, "ledger", 6) != 0)
+        if (!env.has_req_id || !bus_str_is(src, "ledger"))
             break;
         char key[48];
         s_rec_key(env.req_id, env.u.usage_ack.attempt, key);

@@ -85,25 +85,6 @@ static int64_t s_now_ms(void)
     return (int64_t)(plat_wall_us() / 1000);
 }
 
-/* Copies a borrowed string into a NUL-terminated buffer of cap bytes; false if it does not fit
- * or holds a NUL. */
-static bool s_copy_str(char *out, size_t cap, bus_str_t s)
-{
-    if (s.len >= cap || (s.len && memchr(s.p, '\0', s.len)))
-        return false;
-    if (s.len)
-        memcpy(out, s.p, s.len);
-    out[s.len] = '\0';
-    return true;
-}
-
-/* s is exactly the text lit. */
-static bool s_is(bus_str_t s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && memcmp(s.p, lit, n) == 0;
-}
-
 /* Queues env for sending after the commit (and arms the flush). An envelope that cannot be
  * encoded or does not fit is dropped with a log line: its sender re-sends. */
 static void s_out(al_ledger_t *l, const bus_env_t *env)
@@ -304,10 +285,10 @@ static void s_on_usage_report(al_ledger_t *l, const bus_env_t *env)
         bus_req_id_hex(env->req_id, hex);
     al_usage_t u;
     memset(&u, 0, sizeof u);
-    if (!env->has_req_id || !s_is(r->source, "agent") || r->attempt < 1 ||
+    if (!env->has_req_id || !bus_str_is(r->source, "agent") || r->attempt < 1 ||
         r->attempt > UINT32_MAX || r->input_tokens > INT64_MAX || r->cached_tokens > INT64_MAX ||
         r->output_tokens > INT64_MAX || r->cached_tokens > r->input_tokens ||
-        r->status > INT64_MAX || !s_copy_str(u.model, sizeof u.model, r->model)) {
+        r->status > INT64_MAX || !bus_str_copy(r->model, u.model, sizeof u.model)) {
         bus_metric_inc(l->m_bad_msgs);
         log_req(LOG_LVL_WARN, "bad_usage_report", hex[0] ? hex : NULL, NULL,
                 "usage.report refused: needs req_id, source \"agent\", attempt >= 1, tokens in "
@@ -359,7 +340,7 @@ static void s_on_usage_report(al_ledger_t *l, const bus_env_t *env)
 static void s_on_usage_ack(al_ledger_t *l, const bus_env_t *env)
 {
     const bus_usage_ack_t *a = &env->u.usage_ack;
-    if (!env->has_req_id || !s_is(a->source, "agent") || a->attempt < 1 ||
+    if (!env->has_req_id || !bus_str_is(a->source, "agent") || a->attempt < 1 ||
         a->attempt > UINT32_MAX) {
         bus_metric_inc(l->m_bad_msgs);
         log_warn("bad_usage_ack", "usage.ack without req_id, source \"agent\" or attempt: ignored");
@@ -381,7 +362,7 @@ static void s_on_price(al_ledger_t *l, const bus_env_t *env)
 {
     const bus_price_table_t *p = &env->u.price_table;
     char model[LEDGER_MODEL_MAX + 1];
-    if (!s_copy_str(model, sizeof model, p->model) || p->input < 0 || p->output < 0 ||
+    if (!bus_str_copy(p->model, model, sizeof model) || p->input < 0 || p->output < 0 ||
         p->cached_input < 0) {
         bus_metric_inc(l->m_bad_msgs);
         log_warn("bad_price", "price.table with a bad model name or a negative price: ignored");
@@ -423,11 +404,11 @@ static bool s_row_from_tx(al_ledger_t *l, const bus_env_t *env, ledger_row_t *ro
     }
     if (t->agent_id.len == 0)
         snprintf(row->agent_id, sizeof row->agent_id, "%s", l->agent_id);
-    else if (!s_copy_str(row->agent_id, sizeof row->agent_id, t->agent_id)) {
+    else if (!bus_str_copy(t->agent_id, row->agent_id, sizeof row->agent_id)) {
         *why = "bad agent_id";
         return false;
     }
-    if (!s_copy_str(row->model, sizeof row->model, t->model)) {
+    if (!bus_str_copy(t->model, row->model, sizeof row->model)) {
         *why = "bad model";
         return false;
     }
@@ -644,7 +625,7 @@ static void s_on_msg(void *arg, void *zsock)
         s_on_ledger_tx(l, &env);
         break;
     case BUS_T_BILLING_POKE:
-        if (s_is(env.u.billing_poke.what, "online")) {
+        if (bus_str_is(env.u.billing_poke.what, "online")) {
             log_debug("hub_online", "tunnel up: sync and re-send");
             s_sync(l);
             s_resend(l);

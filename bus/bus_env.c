@@ -170,6 +170,22 @@ bus_str_t bus_str_c(const char *s)
     return r;
 }
 
+bool bus_str_is(bus_str_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && (n == 0 || memcmp(s.p, lit, n) == 0);
+}
+
+bool bus_str_copy(bus_str_t s, char *out, size_t cap)
+{
+    if (cap == 0 || s.len >= cap || (s.len && memchr(s.p, '\0', s.len)))
+        return false;
+    if (s.len)
+        memcpy(out, s.p, s.len);
+    out[s.len] = '\0';
+    return true;
+}
+
 /* ---- type names ---- */
 
 /* Wire name of a type. */

@@ -128,6 +128,11 @@ int bus_buf_append(bus_buf_t *b, const void *p, size_t n);
 
 /* Makes a bus_str_t of a NUL-terminated string (NULL gives the empty string). */
 bus_str_t bus_str_c(const char *s);
+/* Whether s is exactly the text lit. */
+bool bus_str_is(bus_str_t s, const char *lit);
+/* Copies s into a NUL-terminated buffer of cap bytes; false (out untouched) when it does not fit
+ * or holds a NUL. */
+bool bus_str_copy(bus_str_t s, char *out, size_t cap);
 
 /* Wire name of a type ("admin.echo"); "?" for BUS_T_UNKNOWN or out of range. */
 const char *bus_type_name(bus_type_t t);

@@ -101,24 +101,6 @@ static int64_t s_now_ms(void)
     return (int64_t)(plat_wall_us() / 1000);
 }
 
-/* Copies a bus string into a NUL-terminated buffer of cap bytes; false when it does not fit or
- * holds a NUL. */
-static bool s_copy_str(bus_str_t s, char *out, size_t cap)
-{
-    if (s.len >= cap || (s.len && memchr(s.p, '\0', s.len)))
-        return false;
-    if (s.len)
-        memcpy(out, s.p, s.len);
-    out[s.len] = '\0';
-    return true;
-}
-
-static bool s_str_is(bus_str_t s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && memcmp(s.p, lit, n) == 0;
-}
-
 /* Encodes env into the scratch buffer. 0 or a negative errno (logged). */
 static int s_encode(bl_server_t *srv, const bus_env_t *env)
 {
@@ -486,7 +468,7 @@ static void s_on_hold_req(bl_server_t *srv, const uint8_t *ident, size_t ident_l
     tmp.user_id = q->user_id;
     tmp.body_bytes = q->body_bytes;
     tmp.max_tokens = q->max_tokens;
-    if (!s_copy_str(q->model, tmp.model, sizeof tmp.model) || q->user_id <= 0) {
+    if (!bus_str_copy(q->model, tmp.model, sizeof tmp.model) || q->user_id <= 0) {
         tmp.answered = true;
         bus_metric_inc(srv->m.holds_failed);
         log_req(LOG_LVL_WARN, "hold_refused", tmp.hex, NULL, "bad hold request (user %" PRId64 ")",
@@ -540,15 +522,15 @@ static void s_on_usage_report(bl_server_t *srv, const uint8_t *ident, size_t ide
     const char *bad = NULL;
     if (!env->has_req_id)
         bad = "no req_id";
-    else if (!s_str_is(r->source, want))
+    else if (!bus_str_is(r->source, want))
         bad = from_tunnel ? "source must be \"agent\" through the tunnel"
                           : "source must be \"gateway\" on billing_router";
     else if (r->attempt < 1 || r->attempt > UINT32_MAX)
         bad = "attempt out of range";
-    else if (!s_copy_str(r->agent_id, tmp.u.agent_id, sizeof tmp.u.agent_id) ||
+    else if (!bus_str_copy(r->agent_id, tmp.u.agent_id, sizeof tmp.u.agent_id) ||
              (from_tunnel && !tmp.u.agent_id[0]))
         bad = "bad agent_id";
-    else if (!s_copy_str(r->model, tmp.u.model, sizeof tmp.u.model))
+    else if (!bus_str_copy(r->model, tmp.u.model, sizeof tmp.u.model))
         bad = "bad model";
     else if (r->input_tokens > INT64_MAX || r->cached_tokens > INT64_MAX ||
              r->output_tokens > INT64_MAX || r->status > INT_MAX || r->user_id < 0)
@@ -1052,9 +1034,9 @@ static void s_reply_error(bl_server_t *srv, const uint8_t *ident, size_t ident_l
 /* hubctl: apply top-ups / re-read prices now. */
 static void s_on_poke(bl_server_t *srv, const bus_billing_poke_t *p)
 {
-    if (s_str_is(p->what, "topups")) {
+    if (bus_str_is(p->what, "topups")) {
         s_apply_topups(srv);
-    } else if (s_str_is(p->what, "prices")) {
+    } else if (bus_str_is(p->what, "prices")) {
         s_check_prices(srv, true);
     } else {
         log_warn("bad_poke", "billing.poke for \"%.*s\": ignored", (int)p->what.len, p->what.p);
@@ -1107,7 +1089,7 @@ static void s_on_router(void *arg, void *zsock)
 /* The agent id hub-tunnel stamped on a forwarded message, or false. */
 static bool s_stamped_agent(bus_str_t s, char out[LEDGER_AGENT_ID_MAX + 1])
 {
-    return s.len > 0 && s_copy_str(s, out, LEDGER_AGENT_ID_MAX + 1);
+    return s.len > 0 && bus_str_copy(s, out, LEDGER_AGENT_ID_MAX + 1);
 }
 
 /* One message from hub-tunnel: an agent's report, ack, nack or sync. */

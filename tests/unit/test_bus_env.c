@@ -1524,6 +1524,26 @@ static void test_req_id(void **state)
     assert_int_equal(back[0], 0x5a); /* untouched on failure */
 }
 
+/* bus_str_is and bus_str_copy: exact comparison, and copies that never overrun or truncate. */
+static void test_str_helpers(void **state)
+{
+    (void)state;
+    assert_true(bus_str_is(bus_str_c("ledger"), "ledger"));
+    assert_false(bus_str_is(bus_str_c("ledge"), "ledger"));
+    assert_false(bus_str_is(bus_str_c("ledgers"), "ledger"));
+    assert_true(bus_str_is(bus_str_c(NULL), ""));
+    char out[6] = "xxxxx";
+    assert_true(bus_str_copy(bus_str_c("agent"), out, sizeof out));
+    assert_string_equal(out, "agent");
+    assert_false(bus_str_copy(bus_str_c("agents"), out, sizeof out)); /* no room for the NUL */
+    assert_string_equal(out, "agent");
+    bus_str_t nul = {"a\0b", 3};
+    assert_false(bus_str_copy(nul, out, sizeof out));
+    assert_true(bus_str_copy(bus_str_c(NULL), out, sizeof out));
+    assert_string_equal(out, "");
+    assert_false(bus_str_copy(bus_str_c(""), out, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1546,6 +1566,7 @@ int main(void)
         cmocka_unit_test(test_lists),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_req_id),
+        cmocka_unit_test(test_str_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
