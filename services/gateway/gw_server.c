@@ -127,6 +127,8 @@ struct gw_server {
     void *dealer;             /* to the tunnel's ROUTER */
     void *sub;                /* the tunnel's presence */
     bus_zwatch_t *dealer_watch, *sub_watch;
+    void *monitor;            /* PAIR receiving the DEALER's disconnect events */
+    bus_zwatch_t *monitor_watch;
     bus_tap_t *tap;           /* envelope mirror */
     bus_metrics_t *metrics;   /* registry */
     s_metrics_t m;            /* handles */
@@ -951,6 +953,36 @@ static void s_on_dealer(void *arg, void *zsock)
     zmq_msg_close(&msg);
 }
 
+/* The DEALER lost its connection to hub-tunnel (it died or restarted): nothing of the streams
+ * it carried will come back. Each one ends now as if its agent had gone: retried elsewhere
+ * before its first byte, ended with an error after it, instead of waiting for a timeout. */
+static void s_on_monitor(void *arg, void *zsock)
+{
+    gw_server_t *srv = arg;
+    zmq_msg_t parts[2];
+    int n = bus_zrecv_parts(zsock, parts, 2);
+    bool lost = false;
+    if (n >= 1 && zmq_msg_size(&parts[0]) >= 2) {
+        uint16_t ev;
+        memcpy(&ev, zmq_msg_data(&parts[0]), sizeof ev);
+        lost = ev == ZMQ_EVENT_DISCONNECTED;
+    }
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&parts[i]);
+    if (!lost)
+        return;
+    size_t open = strmap_count(srv->streams);
+    log_warn("tunnel_lost", "the connection to hub-tunnel dropped: ending %zu open streams", open);
+    if (!open)
+        return;
+    bus_env_t end;
+    bus_env_init(&end, BUS_T_RESP_END, NULL);
+    end.u.resp_end.error = bus_str_c("the tunnel connection was lost");
+    for (gw_req_t *r = srv->reqs; r; r = r->next)
+        if (r->stream_open)
+            s_on_stream_env(r, &end);
+}
+
 /* One presence event. */
 static void s_on_presence(void *arg, void *zsock)
 {
@@ -1412,6 +1444,18 @@ gw_server_t *gw_server_new(bus_loop_t *loop, const hub_config_t *cfg)
     srv->billing = gw_billing_new(loop, cfg, ident, NULL, srv->metrics);
     if (!srv->billing)
         goto fail;
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://gateway-monitor-%p", (void *)srv);
+    if (zmq_socket_monitor(srv->dealer, mon, ZMQ_EVENT_DISCONNECTED) != 0 ||
+        !(srv->monitor = zmq_socket(z, ZMQ_PAIR)) || zmq_connect(srv->monitor, mon) != 0) {
+        log_err("bus_monitor_failed", "cannot watch the tunnel connection: %s",
+                zmq_strerror(errno));
+        goto fail;
+    }
+    zmq_setsockopt(srv->monitor, ZMQ_LINGER, &zero, sizeof zero);
+    srv->monitor_watch = bus_zwatch_new(loop, srv->monitor, s_on_monitor, srv);
+    if (!srv->monitor_watch)
+        goto fail;
     srv->dealer_watch = bus_zwatch_new(loop, srv->dealer, s_on_dealer, srv);
     srv->sub_watch = bus_zwatch_new(loop, srv->sub, s_on_presence, srv);
     if (!srv->dealer_watch || !srv->sub_watch)
@@ -1448,6 +1492,11 @@ void gw_server_destroy(gw_server_t **p)
     bus_tap_destroy(&srv->tap);
     bus_zwatch_destroy(&srv->dealer_watch);
     bus_zwatch_destroy(&srv->sub_watch);
+    bus_zwatch_destroy(&srv->monitor_watch);
+    if (srv->dealer)
+        zmq_socket_monitor(srv->dealer, NULL, 0);
+    if (srv->monitor)
+        zmq_close(srv->monitor);
     if (srv->dealer)
         zmq_close(srv->dealer);
     if (srv->sub)
