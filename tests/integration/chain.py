@@ -16,7 +16,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fakevendor  # noqa: E402
 from harness import BIN, Agent, Hub, run, tmpdir, wait_until  # noqa: E402
 
-MODEL = "gpt-4o-mini"
+MODEL = "gpt-4o-mini"       # served by an OpenAI instance
+AZURE_MODEL = "gpt-4o"      # served by an Azure OpenAI instance (deployment "prod-4o")
+EMBED_MODEL = "text-embedding-3-small"
+AZURE_HOST = "myres.openai.azure.com"
 # Prices per 1M tokens as hubctl takes them, and the same in micro-units per 1M tokens.
 PRICE_IN, PRICE_OUT, PRICE_CACHED = "0.15", "0.60", "0.075"
 MICRO_IN, MICRO_OUT, MICRO_CACHED = 150000, 600000, 75000
@@ -44,7 +47,7 @@ def cost_micros(prompt, completion, cached=0):
 
 
 class Chain:
-    def __init__(self, store="sqlite", sets=(), agent_sets=()):
+    def __init__(self, store="sqlite", sets=(), agent_sets=(), agents=1):
         self.root = tmpdir()
         self.fv = fakevendor.FakeVendor(self.root).start()
         mysql_url = mysql_url_for_new_db() if store == "mysql" else None
@@ -55,20 +58,35 @@ class Chain:
                 "gateway.hold_timeout=20s"]
         self.hub = Hub(self.root, store=store, mysql_url=mysql_url, sets=base + list(sets))
         self.hub.start()
-        self.hub.hubctl("price", "set", MODEL, "--input", PRICE_IN, "--output", PRICE_OUT,
-                        "--cached-input", PRICE_CACHED)
+        for model in (MODEL, AZURE_MODEL, EMBED_MODEL):
+            self.hub.hubctl("price", "set", model, "--input", PRICE_IN, "--output", PRICE_OUT,
+                            "--cached-input", PRICE_CACHED)
         self.hub.start_gateway()
-        self.agent = Agent(self.hub, "bill-agent", root=self.root)
-        with open(os.path.join(self.agent.dir, "agent.conf"), "a") as f:
-            f.write("\n[upstream]\nconnect_to = %s\nca_file = %s\n\n[instance.main]\n"
-                    "vendor = openai\napi_key = %s\nmodels = %s\nmax_concurrency = 512\n"
-                    % (self.fv.connect_to("api.openai.com"), self.fv.ca, fakevendor.OPENAI_KEY,
-                       MODEL))
         self.agent_sets = list(agent_sets)
-        self.hub.wait_registry(1)
-        self.agent.start(sets=self.agent_sets)
-        self.agent.wait_connected(timeout=20)
+        self.agents = [self._agent("bill-agent" if i == 0 else "bill-agent-%d" % (i + 1))
+                       for i in range(agents)]
+        self.agent = self.agents[0]
         self.ledger_db = os.path.join(self.agent.dir, "agent-ledger.db")
+        self.hub.wait_registry(agents)
+        for a in self.agents:
+            a.start(sets=self.agent_sets)
+        for a in self.agents:
+            a.wait_connected(timeout=20)
+
+    def _agent(self, name):
+        """An agent serving MODEL and EMBED_MODEL from the fake's OpenAI side and AZURE_MODEL
+        from its Azure side."""
+        a = Agent(self.hub, name, root=self.root)
+        with open(os.path.join(a.dir, "agent.conf"), "a") as f:
+            f.write("\n[upstream]\nconnect_to = %s,%s\nca_file = %s\n\n"
+                    "[instance.main]\nvendor = openai\napi_key = %s\nmodels = %s, %s\n"
+                    "max_concurrency = 512\n\n"
+                    "[instance.az]\nvendor = azure\nresource = %s\napi_key = %s\n"
+                    "models = %s=prod-4o\nmax_concurrency = 512\n"
+                    % (self.fv.connect_to("api.openai.com"), self.fv.connect_to(AZURE_HOST),
+                       self.fv.ca, fakevendor.OPENAI_KEY, MODEL, EMBED_MODEL,
+                       AZURE_HOST.split(".")[0], fakevendor.AZURE_KEY, AZURE_MODEL))
+        return a
 
     def wait_routable(self, key):
         wait_until(lambda: MODEL in json.dumps(self.hub.gw("GET", "/v1/models", key=key)[1]),
@@ -91,19 +109,24 @@ class Chain:
             return -v if units.startswith("-") else v
         return micros(m.group(1), m.group(2)), micros(m.group(3), m.group(4))
 
-    def ledger_diff(self):
-        r = run([BIN["ledger-diff"], "--hub", self.hub.conf, "--agent", self.ledger_db],
-                check=False)
+    def ledger_diff(self, agent=None):
+        db = os.path.join((agent or self.agent).dir, "agent-ledger.db")
+        r = run([BIN["ledger-diff"], "--hub", self.hub.conf, "--agent", db], check=False)
         return r.returncode, r.stdout + r.stderr
 
     def verify(self):
-        r = self.hub.hubctl("ledger", "verify", self.agent.id, check=False)
-        return r.returncode, r.stdout + r.stderr
+        """`hubctl ledger verify` of every agent's chain: (0, output) when all verify."""
+        rc, out = 0, ""
+        for a in self.agents:
+            r = self.hub.hubctl("ledger", "verify", a.id, check=False)
+            rc, out = rc or r.returncode, out + r.stdout + r.stderr
+        return rc, out
 
-    def ledger_rows(self):
-        """The hub's rows of the agent's chain, as dicts (parsed from `hubctl ledger`: SEQ TIME
-        REQ_ID ATT USER MODEL IN CACHED OUT EST COST FEE CREDIT HASH)."""
-        out = self.hub.hubctl("ledger", self.agent.id).stdout
+    def ledger_rows(self, agent=None):
+        """The hub's rows of an agent's chain (the first agent's by default), as dicts (parsed
+        from `hubctl ledger`: SEQ TIME REQ_ID ATT USER MODEL IN CACHED OUT EST COST FEE CREDIT
+        HASH)."""
+        out = self.hub.hubctl("ledger", (agent or self.agent).id).stdout
         rows = []
         for line in out.splitlines()[1:]:
             f = line.split()
@@ -115,9 +138,23 @@ class Chain:
                          "amounts": [f[10], f[11], f[12]], "line": line})
         return rows
 
-    def chat(self, key, stream=False, max_tokens=None, extra=None, timeout=60):
-        """One chat completion; returns (status, body bytes, headers)."""
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
+    def row(self, req_id):
+        """(agent, row) of a request, searched in every agent's chain; (None, None) if none."""
+        for a in self.agents:
+            for r in self.ledger_rows(a):
+                if r["req_id"] == req_id:
+                    return a, r
+        return None, None
+
+    def all_rows(self):
+        return [r for a in self.agents for r in self.ledger_rows(a)]
+
+    def chat(self, key, stream=False, max_tokens=None, extra=None, timeout=60,
+             path="/v1/chat/completions", body=None):
+        """One request (a chat completion unless body and path say otherwise); returns
+        (status, body bytes, headers)."""
+        if body is None:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
         if stream:
             body["stream"] = True
         if max_tokens is not None:
@@ -127,7 +164,7 @@ class Chain:
         data = json.dumps(body).encode()
         c = http.client.HTTPConnection("127.0.0.1", self.hub.gateway_port, timeout=timeout)
         try:
-            c.request("POST", "/v1/chat/completions", body=data,
+            c.request("POST", path, body=data,
                       headers={"Authorization": "Bearer " + key,
                                "Content-Type": "application/json"})
             r = c.getresponse()
@@ -136,12 +173,15 @@ class Chain:
             c.close()
 
     def settled(self, timeout=60):
-        """Waits until the agent holds every row of the hub's chain, and they agree."""
+        """Waits until every agent holds every row of the hub's chain, and they agree."""
         last = {}
 
         def agree():
-            rc, out = self.ledger_diff()
-            last["out"] = out
-            return rc == 0
+            for a in self.agents:
+                rc, out = self.ledger_diff(a)
+                last["out"] = out
+                if rc != 0:
+                    return False
+            return True
         wait_until(agree, timeout=timeout, interval=0.5,
                    what="the agent's ledger equal to the hub's: %s" % last.get("out", ""))

@@ -10,11 +10,11 @@ import sys
 import threading
 import time
 
-from chain import FEE_PPM, MODEL, Chain, cost_micros
+from chain import AZURE_MODEL, EMBED_MODEL, FEE_PPM, MODEL, Chain, cost_micros
 from harness import run_tests, wait_until
 
 STORE = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
-ch = Chain(STORE)
+ch = Chain(STORE, agents=2)  # two agents: a retry goes to the other one
 
 
 def _body_len(max_tokens=None, stream=False):
@@ -37,8 +37,8 @@ def test_a_request_is_charged_from_the_vendors_usage():
                what="alice charged %d micros" % want)
     assert ch.balance("alice")[1] == 0  # the hold is released
     ch.settled()
-    rows = [r for r in ch.ledger_rows() if r["req_id"] == hdrs["x-request-id"]]
-    assert len(rows) == 1, ch.ledger_rows()
+    rows = [r for r in ch.all_rows() if r["req_id"] == hdrs["x-request-id"]]
+    assert len(rows) == 1, ch.all_rows()
     fee = want * FEE_PPM // 1000000
     assert rows[0]["amounts"][:3] == ["%d.%06d" % divmod(v, 1000000) for v in
                                       (want, fee, want - fee)], rows[0]
@@ -70,7 +70,7 @@ def test_streamed_request_is_charged_and_usage_chunk_hidden():
     assert b'"usage":{' not in body.replace(b" ", b"")  # not asked for: not seen
     wait_until(lambda: ch.balance("dave")[0] < before, timeout=10, what="dave charged")
     ch.settled()
-    assert any(r["req_id"] == hdrs["x-request-id"] for r in ch.ledger_rows())
+    assert ch.row(hdrs["x-request-id"])[1]
 
 
 def test_cancelled_stream_is_charged_by_the_estimate():
@@ -91,9 +91,8 @@ def test_cancelled_stream_is_charged_by_the_estimate():
         c.close()  # the user goes away mid-stream
     finally:
         ch.fv.config(chunks=5, **{"delay-ms": 0})
-    wait_until(lambda: any(r["req_id"] == req_id for r in ch.ledger_rows()), timeout=15,
-               what="the cancelled stream settled")
-    row = [r for r in ch.ledger_rows() if r["req_id"] == req_id][0]
+    wait_until(lambda: ch.row(req_id)[1], timeout=15, what="the cancelled stream settled")
+    row = ch.row(req_id)[1]
     assert row["cost"] != "0.000000", row
     assert row["estimated"] and row["input"] > 0, row  # the estimate rule: prompt counted
     ch.settled()
@@ -146,8 +145,7 @@ def test_billing_restart_loses_nothing():
     t.join(30)
     assert done and done[0][0] == 200, done
     req_id = done[0][2]["x-request-id"]
-    wait_until(lambda: any(r["req_id"] == req_id for r in ch.ledger_rows()), timeout=15,
-               what="settled after the restart")
+    wait_until(lambda: ch.row(req_id)[1], timeout=15, what="settled after the restart")
     ch.settled()
 
 
@@ -177,17 +175,63 @@ def test_tunnel_killed_mid_stream_ends_the_stream_and_bills_it():
         ch.hub.start()
     assert took < 3, took
     assert b"stream_interrupted" in rest, rest[-300:]
-    ch.agent.wait_connected(timeout=20)
-    wait_until(lambda: any(x["req_id"] == req_id for x in ch.ledger_rows()), timeout=20,
-               what="the broken stream settled")
-    row = [x for x in ch.ledger_rows() if x["req_id"] == req_id][0]
+    for a in ch.agents:
+        a.wait_connected(timeout=20)
+    wait_until(lambda: ch.row(req_id)[1], timeout=20, what="the broken stream settled")
+    row = ch.row(req_id)[1]
     assert row["estimated"] and row["input"] > 0, row
+    ch.settled()
+
+
+def test_every_vendor_format_is_billed_from_its_usage():
+    key = ch.user("ivan", "5")
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
+    cases = [
+        ("chat", "/v1/chat/completions", dict(chat), False),
+        ("chat stream", "/v1/chat/completions", dict(chat), True),
+        ("completions", "/v1/completions", {"model": MODEL, "prompt": "say hello"}, False),
+        ("completions stream", "/v1/completions", {"model": MODEL, "prompt": "say hello"}, True),
+        ("embeddings", "/v1/embeddings", {"model": EMBED_MODEL, "input": "a few words"}, False),
+        ("responses", "/v1/responses", {"model": MODEL, "input": "hello"}, False),
+        ("responses stream", "/v1/responses", {"model": MODEL, "input": "hello"}, True),
+        ("azure chat", "/v1/chat/completions", dict(chat, model=AZURE_MODEL), False),
+        ("azure chat stream", "/v1/chat/completions", dict(chat, model=AZURE_MODEL), True),
+    ]
+    for name, path, body, stream in cases:
+        status, data, hdrs = ch.chat(key, stream=stream, path=path, body=body)
+        assert status == 200, (name, status, data[:300])
+        req_id = hdrs["x-request-id"]
+        wait_until(lambda: ch.row(req_id)[1], timeout=15, what="%s settled" % name)
+        row = ch.row(req_id)[1]
+        assert not row["estimated"], (name, row)
+        if not stream:
+            u = json.loads(data)["usage"]
+            want_in = u.get("prompt_tokens", u.get("input_tokens"))
+            want_out = u.get("completion_tokens", u.get("output_tokens", 0))
+            assert (row["input"], row["output"]) == (want_in, want_out), (name, row, u)
+            assert row["cost"] == "%d.%06d" % divmod(cost_micros(want_in, want_out), 1000000)
+        else:
+            assert row["input"] > 0 and row["output"] > 0, (name, row)
+    ch.settled()
+
+
+def test_a_retry_bills_only_the_attempt_that_delivered():
+    key = ch.user("judy", "1")
+    ch.fv.config(chunks=5, status=500, count=1)  # the first attempt's vendor call fails
+    status, data, hdrs = ch.chat(key, max_tokens=16)
+    assert status == 200, data
+    req_id = hdrs["x-request-id"]
+    wait_until(lambda: ch.row(req_id)[1], timeout=15, what="settled")
+    rows = [r for r in ch.all_rows() if r["req_id"] == req_id]
+    assert len(rows) == 1 and rows[0]["attempt"] == 2, rows
+    usage = json.loads(data)["usage"]
+    assert rows[0]["output"] == usage["completion_tokens"], (rows, usage)
     ch.settled()
 
 
 def test_totals_add_up():
     ch.settled()
-    rows = ch.ledger_rows()
+    rows = ch.all_rows()
     def micros(t):
         u, f = t.split(".")
         return int(u) * 1000000 + int(f)
