@@ -48,6 +48,8 @@ def one_request(i):
         body["stream"] = True
     c = http.client.HTTPConnection("127.0.0.1", ch.hub.gateway_port, timeout=30)
     req_id = None
+    t0 = time.monotonic()
+    error = None
     try:
         c.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
                   headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
@@ -71,15 +73,16 @@ def one_request(i):
             else:
                 ok = data.rstrip().endswith(b"data: [DONE]") and b'"error"' not in data
             outcome = "complete" if ok else "failed"
-    except Exception:  # noqa: BLE001 - a broken connection is an outcome here
+    except Exception as e:  # noqa: BLE001 - a broken connection is an outcome here
         outcome = "failed"
+        error = "%s after %.1f s" % (type(e).__name__, time.monotonic() - t0)
     finally:
         c.close()
     with lock:
         if req_id:
             outcomes[req_id] = outcome
         else:
-            failures_no_id.append(i)
+            failures_no_id.append((i, error))
 
 
 def client(jobs):
@@ -146,8 +149,9 @@ def test_chaos_run():
         ch.agent.start(sets=ch.agent_sets)
     ch.agent.wait_connected(timeout=30)
     counts = {k: list(outcomes.values()).count(k) for k in ("complete", "cancelled", "failed")}
-    print("  %d requests in %.1f s: %s, %d without a request id; kills %s" % (
-        REQUESTS, time.monotonic() - t0, counts, len(failures_no_id), kills), flush=True)
+    print("  %d requests in %.1f s: %s, %d without a request id %s; kills %s" % (
+        REQUESTS, time.monotonic() - t0, counts, len(failures_no_id), failures_no_id[:5], kills),
+        flush=True)
     assert counts["complete"] > REQUESTS // 3, counts
     assert sum(kills.values()) >= 3, kills
 
@@ -170,8 +174,11 @@ def test_ledgers_agree_and_every_completed_request_is_billed_once():
     assert len(ids) == len(set(ids)), "a request billed twice"
     missing = [rid for rid, o in outcomes.items() if o == "complete" and rid not in set(ids)]
     assert not missing, "completed but not billed: %s" % missing[:5]
+    # A request whose answer never reached the client (no x-request-id seen) may still have
+    # been served and billed: at most one row for each of them.
     unknown = [rid for rid in ids if rid not in outcomes]
-    assert not unknown, "billed but never requested: %s" % unknown[:5]
+    assert len(unknown) <= len(failures_no_id), (
+        "billed but never requested: %s; no-id failures %s" % (unknown[:5], failures_no_id))
     v = _verdicts()
     print("  agent verdicts: %s" % v, flush=True)
     assert not v.get("disputed"), v

@@ -126,7 +126,7 @@ def test_logs_are_json_lines():
         evs = log_events(path)
         assert evs
         procs = {e["process"] for e in evs}
-        assert procs <= {"hub-tunnel", "agent"}, procs
+        assert procs <= {"hub-tunnel", "agent", "agent-ledger"}, procs
     assert any(e.get("agent_id") == alpha.id for e in log_events(hub.log))
 
 
