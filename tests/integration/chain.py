@@ -149,6 +149,31 @@ class Chain:
     def all_rows(self):
         return [r for a in self.agents for r in self.ledger_rows(a)]
 
+    def totals(self, rows):
+        """(cost, fee, credit) summed over rows, in micro-units."""
+        def micros(t):
+            u, f = t.split(".")
+            v = abs(int(u)) * 1000000 + int(f)
+            return -v if u.startswith("-") else v
+        return tuple(sum(micros(r["amounts"][i]) for r in rows) for i in range(3))
+
+    def open_stream(self, key, events):
+        """Starts a streamed chat and reads until `events` SSE events arrived; returns
+        (connection, response, req_id) with the stream still open."""
+        c = http.client.HTTPConnection("127.0.0.1", self.hub.gateway_port, timeout=30)
+        data = json.dumps({"model": MODEL, "stream": True, "max_tokens": 1000,
+                           "messages": [{"role": "user", "content": "hello there"}]}).encode()
+        c.request("POST", "/v1/chat/completions", body=data,
+                  headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200, r.status
+        got = b""
+        while got.count(b"data:") < events:
+            piece = r.read1(4096)
+            assert piece, got
+            got += piece
+        return c, r, r.getheader("x-request-id")
+
     def chat(self, key, stream=False, max_tokens=None, extra=None, timeout=60,
              path="/v1/chat/completions", body=None):
         """One request (a chat completion unless body and path say otherwise); returns

@@ -3,7 +3,6 @@ usage, 402 and 503 in OpenAI's shape, cancelled streams charged by the estimate 
 concurrent requests that can never overspend. Runs on SQLite, or on MariaDB with argument
 `mysql` (under tests/with-servers)."""
 
-import http.client
 import json
 import signal
 import sys
@@ -77,17 +76,7 @@ def test_cancelled_stream_is_charged_by_the_estimate():
     key = ch.user("erin", "1")
     ch.fv.config(chunks=400, **{"delay-ms": 20})
     try:
-        c = http.client.HTTPConnection("127.0.0.1", ch.hub.gateway_port, timeout=30)
-        data = json.dumps({"model": MODEL, "stream": True, "max_tokens": 1000,
-                           "messages": [{"role": "user", "content": "hello there"}]}).encode()
-        c.request("POST", "/v1/chat/completions", body=data,
-                  headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
-        r = c.getresponse()
-        assert r.status == 200
-        req_id = r.getheader("x-request-id")
-        got = b""
-        while got.count(b"data:") < 10:
-            got += r.read1(4096)
+        c, _, req_id = ch.open_stream(key, 10)
         c.close()  # the user goes away mid-stream
     finally:
         ch.fv.config(chunks=5, **{"delay-ms": 0})
@@ -153,17 +142,7 @@ def test_tunnel_killed_mid_stream_ends_the_stream_and_bills_it():
     key = ch.user("hank", "1")
     ch.fv.config(chunks=200, **{"delay-ms": 30})
     try:
-        c = http.client.HTTPConnection("127.0.0.1", ch.hub.gateway_port, timeout=30)
-        data = json.dumps({"model": MODEL, "stream": True, "max_tokens": 1000,
-                           "messages": [{"role": "user", "content": "hello there"}]}).encode()
-        c.request("POST", "/v1/chat/completions", body=data,
-                  headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
-        r = c.getresponse()
-        assert r.status == 200
-        req_id = r.getheader("x-request-id")
-        got = b""
-        while got.count(b"data:") < 5:
-            got += r.read1(4096)
+        c, r, req_id = ch.open_stream(key, 5)
         ch.hub.proc.send_signal(signal.SIGKILL)
         ch.hub.proc.wait()
         t0 = time.monotonic()
@@ -232,12 +211,7 @@ def test_a_retry_bills_only_the_attempt_that_delivered():
 def test_totals_add_up():
     ch.settled()
     rows = ch.all_rows()
-    def micros(t):
-        u, f = t.split(".")
-        return int(u) * 1000000 + int(f)
-    cost = sum(micros(r["amounts"][0]) for r in rows)
-    fee = sum(micros(r["amounts"][1]) for r in rows)
-    credit = sum(micros(r["amounts"][2]) for r in rows)
+    cost, fee, credit = ch.totals(rows)
     assert cost == fee + credit, (cost, fee, credit)
     assert len({r["req_id"] for r in rows}) == len(rows)
     rc, out = ch.verify()
