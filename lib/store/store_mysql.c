@@ -16,14 +16,23 @@
  * ROLLBACK on any error). Reads that a write depends on (a user's balance and active holds, an
  * agent's chain head, queued top-ups) are locking reads (FOR UPDATE), so that another
  * connection cannot change them before the transaction commits; a unique key settles the
- * rest (-EALREADY for a request settled meanwhile). Batch functions prepare each statement
- * once per call and re-execute it per item.
+ * rest (-EALREADY for a request settled meanwhile).
+ *
+ * Batch functions (holds, usage reports, settlements) cost a few statements per batch, not per
+ * item: one read of everything the batch needs (IN lists; locking reads where a write depends
+ * on them), the decisions in memory, item by item in order (so earlier items of a batch are
+ * seen by later ones, and the first item that fails names the error), then multi-row INSERTs,
+ * one aggregated upsert per user and per agent, and UPDATE/DELETE ... IN (...). A statement
+ * takes at most S_CHUNK rows; a bigger batch runs it again. The billing statements come from
+ * one table (s_sql) and stay prepared per connection (s_prepared): hub-billing runs the same
+ * few shapes over and over, and a prepare costs a round trip and a parse.
  *
  * Statements bound to a key hash run with s->redact set: the server's error text can quote a
  * bound value ("Duplicate entry '...' for key"), and a hash must not reach last_error or a log.
  */
 #include "store_impl.h"
 
+#include <assert.h>
 #include <errmsg.h>
 #include <errno.h>
 #include <mysql.h>
@@ -33,7 +42,26 @@
 #include <string.h>
 #include <strings.h>
 
-#define S_MY(s) ((MYSQL *)(s)->db)
+/* Statements a connection keeps prepared at most (see s_prepared). The server keeps some 35 to
+ * 100 KB for each: a few MB per connection. */
+#define S_CACHE_MAX 64
+
+/* One statement a connection keeps prepared. */
+typedef struct {
+    MYSQL_STMT *st; /* the statement; NULL: a free slot */
+    int q;          /* which one: its index in s_sql */
+    size_t rows;    /* the row count its text was built for (0: a statement without rows) */
+    uint64_t used;  /* s_conn_t.clock at its last use: the least recently used makes room */
+} s_cached_t;
+
+/* The backend's state behind store_t.db: the connection and its prepared statements. */
+typedef struct {
+    MYSQL *my;                     /* the connection */
+    s_cached_t cache[S_CACHE_MAX]; /* statements kept prepared (s_prepared) */
+    uint64_t clock;                /* counts uses of the cache */
+} s_conn_t;
+
+#define S_MY(s) (((s_conn_t *)(s)->db)->my)
 
 /* Seconds: connecting, one read or write on the socket, waiting for a named lock. */
 #define S_CONNECT_TIMEOUT 10
@@ -442,10 +470,16 @@ static int s_end_tx(store_t *s, int rc)
 
 /* ---- backend functions ------------------------------------------------------------------ */
 
-/* Closes the connection. */
+/* Closes the prepared statements and the connection. */
 static void s_close(store_t *s)
 {
-    mysql_close(S_MY(s));
+    s_conn_t *c = s->db;
+    for (size_t i = 0; i < S_CACHE_MAX; i++) {
+        if (c->cache[i].st)
+            mysql_stmt_close(c->cache[i].st);
+    }
+    mysql_close(c->my);
+    free(c);
     s->db = NULL;
 }
 
@@ -1232,6 +1266,546 @@ static int s_begin(store_t *s)
     return s_query(s, "begin", "START TRANSACTION");
 }
 
+/* ---- billing statements and batches ------------------------------------------------------ */
+
+/* Rows (or IN-list items) per statement: a batch of n items runs each of its statements
+ * ceil(n / S_CHUNK) times. 128 rows of the widest row (the ledger's 19 columns) are 2,432
+ * placeholders, far below the protocol's 65,535, and about 40 KB. A power of two (IN lists are
+ * padded to one, see s_sql_t). */
+#define S_CHUNK 128
+
+/* Rows of a multi-row INSERT up to which it stays prepared (see s_for_rows). */
+#define S_KEEP_ROWS 8
+
+/* The billing statements a connection keeps prepared: their index in s_sql. */
+typedef enum {
+    S_Q_HOLD_GET,       /* one hold */
+    S_Q_HOLD_FIND,      /* the holds of a batch's requests */
+    S_Q_USER_IDS,       /* which of a batch's users exist */
+    S_Q_BALANCES,       /* users' balances (locking read) */
+    S_Q_HELD,           /* users' active holds (locking read) */
+    S_Q_HOLD_INSERT,    /* new holds */
+    S_Q_REPORT_SETTLED, /* which reported requests are settled (shared locks) */
+    S_Q_REPORT_INSERT,  /* new usage reports */
+    S_Q_USAGE_PENDING,  /* reports of unsettled requests */
+    S_Q_SETTLED,        /* which of a batch's requests are settled */
+    S_Q_HEADS,          /* agents' chain heads (locking read) */
+    S_Q_LEDGER_INSERT,  /* new ledger rows */
+    S_Q_DEBIT,          /* balance changes, one row per user */
+    S_Q_CREDIT,         /* agent credits and chain heads, one row per agent */
+    S_Q_HOLD_RELEASE,   /* settled requests' holds */
+    S_Q_REPORT_DROP,    /* settled requests' reports */
+    S_Q_SETTLE_INSERT,  /* settlements */
+    S_Q_LEDGER_RANGE,   /* an agent's rows from a seq on */
+    S_Q_LEDGER_ACK,     /* an agent's acknowledged seq */
+    S_Q_N
+} s_q_t;
+
+/* The text of a statement: head, then (for a batch statement) its row repeated for the count
+ * it runs with and joined by ", ", then tail. An IN list (run by s_for_keys) is padded to a
+ * power of two by repeating its last item (the same set), so that a few prepared shapes serve
+ * every size; the rows of an INSERT (s_for_rows) cannot be padded. */
+typedef struct {
+    const char *what; /* the operation, in error messages */
+    const char *head; /* the whole text, or what comes before the rows */
+    const char *row;  /* one row ("(?, ?)") or IN-list item ("?"), or NULL */
+    const char *tail; /* what comes after the rows */
+} s_sql_t;
+
+#define S_USAGE_COLS                                                                               \
+    "SELECT r.req_id, r.source, r.attempt, r.agent_id, r.user_id, r.model, r.status, "             \
+    "r.delivered, r.complete, r.estimated, r.input_tokens, r.cached_tokens, r.output_tokens, "     \
+    "r.received_at FROM usage_reports r"
+
+#define S_LEDGER_COLS                                                                              \
+    "SELECT agent_id, seq, req_id, attempt, user_id, model, input_tokens, cached_tokens, "         \
+    "output_tokens, estimated, cost, fee, credit, hold_amount, price_from, fee_ppm, created_ms, "  \
+    "prev_hash, hash FROM ledger"
+
+static const s_sql_t s_sql[S_Q_N] = {
+    [S_Q_HOLD_GET] = {"hold get",
+                      "SELECT user_id, amount, created_at, expires_at, state FROM holds "
+                      "WHERE req_id = ?",
+                      NULL, ""},
+    [S_Q_HOLD_FIND] = {"hold find", "SELECT req_id, user_id, state FROM holds WHERE req_id IN (",
+                       "?", ")"},
+    [S_Q_USER_IDS] = {"user check", "SELECT id FROM users WHERE id IN (", "?", ")"},
+    [S_Q_BALANCES] = {"hold balance", "SELECT user_id, balance FROM balances WHERE user_id IN (",
+                      "?", ") FOR UPDATE"},
+    [S_Q_HELD] = {"hold held",
+                  "SELECT user_id, SUM(amount) FROM holds WHERE state = 0 AND user_id IN (", "?",
+                  ") GROUP BY user_id FOR UPDATE"},
+    [S_Q_HOLD_INSERT] = {"hold place",
+                         "INSERT INTO holds (req_id, user_id, amount, created_at, expires_at, "
+                         "state) VALUES ",
+                         "(?, ?, ?, ?, ?, ?)", ""},
+    [S_Q_REPORT_SETTLED] = {"usage settled", "SELECT req_id FROM settlements WHERE req_id IN (",
+                            "?", ") LOCK IN SHARE MODE"},
+    [S_Q_REPORT_INSERT] = {"usage put",
+                           "INSERT INTO usage_reports (req_id, source, attempt, agent_id, user_id, "
+                           "model, status, delivered, complete, estimated, input_tokens, "
+                           "cached_tokens, output_tokens, received_at) VALUES ",
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           " ON DUPLICATE KEY UPDATE req_id = usage_reports.req_id"},
+    [S_Q_USAGE_PENDING] = {"usage pending",
+                           S_USAGE_COLS " WHERE NOT EXISTS (SELECT 1 FROM settlements t "
+                                        "WHERE t.req_id = r.req_id) "
+                                        "ORDER BY r.received_at, r.req_id, r.source, r.attempt "
+                                        "LIMIT ?",
+                           NULL, ""},
+    [S_Q_SETTLED] = {"settled", "SELECT req_id FROM settlements WHERE req_id IN (", "?", ")"},
+    [S_Q_HEADS] = {"ledger head",
+                   "SELECT agent_id, last_seq, last_hash FROM agent_accounts WHERE agent_id IN (",
+                   "?", ") FOR UPDATE"},
+    [S_Q_LEDGER_INSERT] = {"ledger append",
+                           "INSERT INTO ledger (agent_id, seq, req_id, attempt, user_id, model, "
+                           "input_tokens, cached_tokens, output_tokens, estimated, cost, fee, "
+                           "credit, hold_amount, price_from, fee_ppm, created_ms, prev_hash, "
+                           "hash) VALUES ",
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ""},
+    [S_Q_DEBIT] = {"balance debit", "INSERT INTO balances (user_id, balance) VALUES ", "(?, ?)",
+                   " ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance)"},
+    [S_Q_CREDIT] = {"account credit",
+                    "INSERT INTO agent_accounts (agent_id, credit, last_seq, last_hash, "
+                    "acked_seq) VALUES ",
+                    "(?, ?, ?, ?, 0)",
+                    " ON DUPLICATE KEY UPDATE credit = credit + VALUES(credit), "
+                    "last_seq = VALUES(last_seq), last_hash = VALUES(last_hash)"},
+    /* A refused hold stays refused: a re-sent hold.req must get the same answer. */
+    [S_Q_HOLD_RELEASE] = {"hold settle", "UPDATE holds SET state = 1 WHERE req_id IN (", "?",
+                          ") AND state IN (0, 2)"},
+    [S_Q_REPORT_DROP] = {"usage drop", "DELETE FROM usage_reports WHERE req_id IN (", "?", ")"},
+    [S_Q_SETTLE_INSERT] = {"settlement insert",
+                           "INSERT INTO settlements (req_id, outcome, user_id, agent_id, seq, "
+                           "settled_at) VALUES ",
+                           "(?, ?, ?, ?, ?, ?)", ""},
+    [S_Q_LEDGER_RANGE] = {"ledger range",
+                          S_LEDGER_COLS " WHERE agent_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                          NULL, ""},
+    [S_Q_LEDGER_ACK] = {"ledger ack",
+                        "INSERT INTO agent_accounts (agent_id, credit, last_seq, last_hash, "
+                        "acked_seq) VALUES (?, 0, 0, ?, ?) ON DUPLICATE KEY UPDATE "
+                        "acked_seq = GREATEST(acked_seq, VALUES(acked_seq))",
+                        NULL, ""},
+};
+
+/* The text of statement q for rows rows (malloc'd): constants only, never a value. */
+static char *s_sql_text(const s_sql_t *q, size_t rows)
+{
+    size_t head = strlen(q->head), row = q->row ? strlen(q->row) : 0, tail = strlen(q->tail);
+    char *sql = malloc(head + rows * (row + 2) + tail + 1);
+    if (!sql)
+        return NULL;
+    char *p = sql;
+    memcpy(p, q->head, head);
+    p += head;
+    for (size_t i = 0; i < rows; i++) {
+        if (i > 0) {
+            memcpy(p, ", ", 2);
+            p += 2;
+        }
+        memcpy(p, q->row, row);
+        p += row;
+    }
+    memcpy(p, q->tail, tail);
+    p[tail] = '\0';
+    return sql;
+}
+
+/* The slot a new statement takes: a free one, else the least recently used (closed here). */
+static s_cached_t *s_cache_slot(s_conn_t *c)
+{
+    s_cached_t *victim = &c->cache[0];
+    for (size_t i = 0; i < S_CACHE_MAX; i++) {
+        if (!c->cache[i].st)
+            return &c->cache[i];
+        if (c->cache[i].used < victim->used)
+            victim = &c->cache[i];
+    }
+    mysql_stmt_close(victim->st);
+    victim->st = NULL;
+    return victim;
+}
+
+/* Prepares statement q for rows rows (0 for one without rows); *out is the caller's. */
+static int s_prepare_q(store_t *s, s_q_t q, size_t rows, MYSQL_STMT **out)
+{
+    char *sql = s_sql_text(&s_sql[q], rows);
+    MYSQL_STMT *st = sql ? mysql_stmt_init(S_MY(s)) : NULL;
+    if (!st) {
+        free(sql);
+        store_set_error(s, "%s: out of memory", s_sql[q].what);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    if (mysql_stmt_prepare(st, sql, strlen(sql)) != 0) {
+        rc = s_stmt_fail(s, st, s_sql[q].what);
+        mysql_stmt_close(st);
+    } else {
+        *out = st;
+    }
+    free(sql);
+    return rc;
+}
+
+/* Statement q for rows rows (0 for one without rows), prepared on its first use on this
+ * connection and kept: the caller binds, executes and frees its result, never closes it. */
+static int s_prepared(store_t *s, s_q_t q, size_t rows, MYSQL_STMT **out)
+{
+    s_conn_t *c = s->db;
+    c->clock++;
+    for (size_t i = 0; i < S_CACHE_MAX; i++) {
+        s_cached_t *e = &c->cache[i];
+        if (e->st && e->q == (int)q && e->rows == rows) {
+            e->used = c->clock;
+            *out = e->st;
+            return 0;
+        }
+    }
+    MYSQL_STMT *st;
+    int rc = s_prepare_q(s, q, rows, &st);
+    if (rc < 0)
+        return rc;
+    s_cached_t *slot = s_cache_slot(c);
+    *slot = (s_cached_t){st, (int)q, rows, c->clock};
+    *out = st;
+    return 0;
+}
+
+/* The parameters of one execution, added in placeholder order. Each binding keeps its own copy
+ * of an integer value and of a length, so callers may add expressions. The arrays are sized
+ * once (the bindings point into them) and refilled from chunk to chunk. */
+typedef struct {
+    MYSQL_BIND *b;      /* the bindings */
+    long long *v;       /* integer values, one per binding */
+    unsigned long *len; /* lengths of strings and blobs, one per binding */
+    size_t n, cap;      /* bindings added, room */
+} s_params_t;
+
+/* Makes room for cap bindings. */
+static int s_params_init(s_params_t *p, size_t cap)
+{
+    p->b = calloc(cap, sizeof(*p->b));
+    p->v = calloc(cap, sizeof(*p->v));
+    p->len = calloc(cap, sizeof(*p->len));
+    p->n = 0;
+    p->cap = cap;
+    return p->b && p->v && p->len ? 0 : -ENOMEM;
+}
+
+/* Room for a batch of n items whose widest row has cols columns: one chunk of rows, and at
+ * least a full IN list. */
+static size_t s_params_room(size_t n, size_t cols)
+{
+    size_t rows = n < S_CHUNK ? n : S_CHUNK;
+    return rows * cols > S_CHUNK ? rows * cols : S_CHUNK;
+}
+
+/* Frees the arrays (NULL ones too). */
+static void s_params_free(s_params_t *p)
+{
+    free(p->b);
+    free(p->v);
+    free(p->len);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Adds a 64-bit integer. */
+static void s_add_i64(s_params_t *p, long long v)
+{
+    assert(p->n < p->cap);
+    p->v[p->n] = v;
+    s_bind_i64(&p->b[p->n], &p->v[p->n]);
+    p->n++;
+}
+
+/* Adds a string (it must outlive the execution). */
+static void s_add_str(s_params_t *p, const char *str)
+{
+    assert(p->n < p->cap);
+    s_bind_str(&p->b[p->n], str, &p->len[p->n]);
+    p->n++;
+}
+
+/* Adds len bytes of binary data (they must outlive the execution). */
+static void s_add_blob(s_params_t *p, const void *data, unsigned long len)
+{
+    assert(p->n < p->cap);
+    s_bind_blob(&p->b[p->n], data, len, &p->len[p->n]);
+    p->n++;
+}
+
+/* Adds a NULL. */
+static void s_add_null(s_params_t *p)
+{
+    assert(p->n < p->cap);
+    memset(&p->b[p->n], 0, sizeof(p->b[p->n]));
+    p->b[p->n].buffer_type = MYSQL_TYPE_NULL;
+    p->n++;
+}
+
+/* Binds the parameters p (exactly st's placeholders) and executes st. */
+static int s_bind_exec(store_t *s, MYSQL_STMT *st, s_params_t *p, const char *what)
+{
+    assert(p->n == mysql_stmt_param_count(st));
+    if ((p->n > 0 && mysql_stmt_bind_param(st, p->b) != 0) || mysql_stmt_execute(st) != 0)
+        return s_stmt_fail(s, st, what);
+    return 0;
+}
+
+/* Executes the kept statement q for rows rows with the parameters p; *out (may be NULL) gets
+ * the statement, to read its result. */
+static int s_exec_q(store_t *s, s_q_t q, size_t rows, s_params_t *p, MYSQL_STMT **out)
+{
+    MYSQL_STMT *st;
+    int rc = s_prepared(s, q, rows, &st);
+    if (rc == 0)
+        rc = s_bind_exec(s, st, p, s_sql[q].what);
+    if (rc == 0 && out)
+        *out = st;
+    return rc;
+}
+
+/* Buffers the result of an executed query and binds its columns to c; the caller frees the
+ * result (mysql_stmt_free_result), whatever this returns, before the statement runs again. */
+static int s_result(store_t *s, MYSQL_STMT *st, s_cols_t *c, const char *what)
+{
+    if (mysql_stmt_store_result(st) != 0 || mysql_stmt_bind_result(st, c->res) != 0)
+        return s_stmt_fail(s, st, what);
+    return 0;
+}
+
+/* A key of a batch: a request id, a user id or an agent id, zero-padded to one size so that
+ * one comparison orders them all. */
+typedef struct {
+    unsigned char b[STORE_AGENT_ID_MAX + 1]; /* the largest: an agent id and its NUL */
+} s_key_t;
+
+/* What the keys of an s_keys_t are. */
+typedef enum { S_KEY_REQ, S_KEY_USER, S_KEY_AGENT } s_key_kind_t;
+
+/* The distinct keys of one kind in a batch, sorted: items find theirs by binary search, and
+ * statements take them as IN lists. What a batch learns about a key lives in an array
+ * parallel to this one (the key's index). */
+typedef struct {
+    s_key_kind_t kind; /* what the keys are */
+    s_key_t *k;        /* the keys; sorted and distinct once s_keys_sort ran */
+    size_t n;          /* how many */
+} s_keys_t;
+
+/* The key of a request id. */
+static s_key_t s_key_req(const uint8_t id[16])
+{
+    s_key_t k;
+    memset(&k, 0, sizeof(k));
+    memcpy(k.b, id, 16);
+    return k;
+}
+
+/* The key of a user id. */
+static s_key_t s_key_user(long long id)
+{
+    s_key_t k;
+    memset(&k, 0, sizeof(k));
+    memcpy(k.b, &id, sizeof(id));
+    return k;
+}
+
+/* The key of an agent id (NUL-terminated, at most STORE_AGENT_ID_MAX bytes). */
+static s_key_t s_key_agent(const char *id)
+{
+    s_key_t k;
+    memset(&k, 0, sizeof(k));
+    memcpy(k.b, id, strnlen(id, STORE_AGENT_ID_MAX));
+    return k;
+}
+
+/* The user id of a S_KEY_USER key. */
+static long long s_key_user_id(const s_key_t *k)
+{
+    long long id;
+    memcpy(&id, k->b, sizeof(id));
+    return id;
+}
+
+/* Makes room for cap keys of one kind. */
+static int s_keys_init(s_keys_t *ks, s_key_kind_t kind, size_t cap)
+{
+    ks->kind = kind;
+    ks->n = 0;
+    ks->k = malloc((cap ? cap : 1) * sizeof(*ks->k));
+    return ks->k ? 0 : -ENOMEM;
+}
+
+/* Adds a key (duplicates go at s_keys_sort). */
+static void s_keys_add(s_keys_t *ks, s_key_t k)
+{
+    ks->k[ks->n++] = k;
+}
+
+/* Orders two keys. */
+static int s_key_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(s_key_t));
+}
+
+/* Sorts the keys and drops duplicates. */
+static void s_keys_sort(s_keys_t *ks)
+{
+    if (ks->n == 0)
+        return;
+    qsort(ks->k, ks->n, sizeof(*ks->k), s_key_cmp);
+    size_t m = 1;
+    for (size_t i = 1; i < ks->n; i++) {
+        if (s_key_cmp(&ks->k[i], &ks->k[m - 1]) != 0)
+            ks->k[m++] = ks->k[i];
+    }
+    ks->n = m;
+}
+
+/* The index of key k, or SIZE_MAX if it is not there. */
+static size_t s_keys_find(const s_keys_t *ks, s_key_t k)
+{
+    const s_key_t *hit = bsearch(&k, ks->k, ks->n, sizeof(*ks->k), s_key_cmp);
+    return hit ? (size_t)(hit - ks->k) : SIZE_MAX;
+}
+
+/* Adds key i of ks as a parameter. */
+static void s_add_key(s_params_t *p, const s_keys_t *ks, size_t i)
+{
+    const s_key_t *k = &ks->k[i];
+    switch (ks->kind) {
+    case S_KEY_REQ:
+        s_add_blob(p, k->b, 16);
+        break;
+    case S_KEY_USER:
+        s_add_i64(p, s_key_user_id(k));
+        break;
+    case S_KEY_AGENT:
+        s_add_str(p, (const char *)k->b);
+        break;
+    }
+}
+
+/* The smallest power of two >= n (n <= S_CHUNK). */
+static size_t s_pow2(size_t n)
+{
+    size_t r = 1;
+    while (r < n)
+        r *= 2;
+    return r;
+}
+
+/* Runs IN-list statement q over every key of ks, S_CHUNK keys at a time. For a query, each
+ * result row is read into c and each(arg) is called; for a change, c and each are NULL. */
+static int s_for_keys(store_t *s, s_q_t q, const s_keys_t *ks, s_params_t *p, s_cols_t *c,
+                      int (*each)(void *arg), void *arg)
+{
+    const char *what = s_sql[q].what;
+    int rc = 0;
+    for (size_t off = 0; rc == 0 && off < ks->n; off += S_CHUNK) {
+        size_t k = ks->n - off < S_CHUNK ? ks->n - off : S_CHUNK;
+        size_t rows = s_pow2(k);
+        p->n = 0;
+        for (size_t i = 0; i < rows; i++) /* the padding repeats the last key */
+            s_add_key(p, ks, off + (i < k ? i : k - 1));
+        MYSQL_STMT *st;
+        rc = s_exec_q(s, q, rows, p, &st);
+        if (rc < 0 || !c)
+            continue;
+        rc = s_result(s, st, c, what);
+        while (rc == 0 && (rc = s_cols_fetch(s, st, c, what)) == 0)
+            rc = each(arg);
+        if (rc == 1)
+            rc = 0;
+        mysql_stmt_free_result(st);
+    }
+    return rc;
+}
+
+/* Runs row statement q for count rows, S_CHUNK at a time: add(arg, p, i) adds row i. A
+ * statement of up to S_KEEP_ROWS rows is kept prepared; a longer one is prepared for this call
+ * only (its full chunks share it): the server keeps some 3 to 9 KB per row of one, 1.2 MB for
+ * 128 ledger rows, too much to keep every length a batch may have. */
+static int s_for_rows(store_t *s, s_q_t q, size_t count, s_params_t *p,
+                      void (*add)(void *arg, s_params_t *p, size_t i), void *arg)
+{
+    MYSQL_STMT *own = NULL; /* prepared for own_rows > S_KEEP_ROWS rows, closed here */
+    size_t own_rows = 0;
+    int rc = 0;
+    for (size_t off = 0; rc == 0 && off < count; off += S_CHUNK) {
+        size_t k = count - off < S_CHUNK ? count - off : S_CHUNK;
+        p->n = 0;
+        for (size_t i = 0; i < k; i++)
+            add(arg, p, off + i);
+        if (k <= S_KEEP_ROWS) {
+            rc = s_exec_q(s, q, k, p, NULL);
+            continue;
+        }
+        if (own_rows != k) {
+            if (own)
+                mysql_stmt_close(own);
+            own = NULL;
+            rc = s_prepare_q(s, q, k, &own);
+            own_rows = rc == 0 ? k : 0;
+        }
+        if (rc == 0)
+            rc = s_bind_exec(s, own, p, s_sql[q].what);
+    }
+    if (own)
+        mysql_stmt_close(own);
+    return rc;
+}
+
+/* Running totals of a batch per key (a user's debits, an agent's credits), as the rows of one
+ * upsert that adds them. A total that would overflow starts another row for the same key: the
+ * rows apply in order, so the database sees the same sums, and the same out-of-range errors,
+ * as it would item by item (the amounts of one kind all have one sign). */
+typedef struct {
+    size_t *key;  /* row -> the key's index */
+    long long *v; /* row -> its total */
+    size_t n;     /* rows */
+    size_t *cur;  /* key -> its row being added to, or SIZE_MAX */
+} s_sums_t;
+
+/* Makes room for up to rows rows over n_keys keys. */
+static int s_sums_init(s_sums_t *t, size_t rows, size_t n_keys)
+{
+    t->key = malloc((rows ? rows : 1) * sizeof(*t->key));
+    t->v = malloc((rows ? rows : 1) * sizeof(*t->v));
+    t->cur = malloc((n_keys ? n_keys : 1) * sizeof(*t->cur));
+    t->n = 0;
+    if (!t->key || !t->v || !t->cur)
+        return -ENOMEM;
+    for (size_t i = 0; i < n_keys; i++)
+        t->cur[i] = SIZE_MAX;
+    return 0;
+}
+
+/* Frees the arrays. */
+static void s_sums_free(s_sums_t *t)
+{
+    free(t->key);
+    free(t->v);
+    free(t->cur);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Adds v to the total of key (one row per call at most: room for one row per item). */
+static void s_sums_add(s_sums_t *t, size_t key, long long v)
+{
+    size_t r = t->cur[key];
+    long long sum;
+    if (r != SIZE_MAX && !__builtin_add_overflow(t->v[r], v, &sum)) {
+        t->v[r] = sum;
+        return;
+    }
+    r = t->n++;
+    t->key[r] = key;
+    t->v[r] = v;
+    t->cur[key] = r;
+}
+
 /* A price row and its column bindings. */
 typedef struct {
     store_price_t p; /* the row */
@@ -1500,123 +2074,248 @@ static int s_balance_get(store_t *s, int64_t user_id, store_balance_t *out)
     return 0;
 }
 
-/* Statements of one store_holds_place call, prepared on first use. */
-enum { S_HP_FIND, S_HP_USER, S_HP_BALANCE, S_HP_HELD, S_HP_INSERT, S_HP_N };
+/* What a batch of holds knows about one of its requests. */
+typedef struct {
+    bool found;      /* its hold was in the table before the batch */
+    bool placed;     /* it has a hold: found, or placed by an earlier item of the batch */
+    int state;       /* that hold's state (STORE_HOLD_*) */
+    long long owner; /* that hold's user; for a new request, its first item's */
+} s_hold_req_t;
 
-/* Finds or loads the purse of user_id into (*purses, *n, *cap): its balance and active holds,
- * read with locking reads so that a settlement on another connection cannot change them
- * before this batch commits; -ENOENT for no such user. */
-static int s_purse(store_t *s, MYSQL_STMT **st, int64_t user_id, store_purse_t **purses, size_t *n,
-                   size_t *cap, store_purse_t **out)
+/* What a batch of holds knows about one of its users. */
+typedef struct {
+    bool exists;         /* the users table has it */
+    store_purse_t purse; /* balance and active holds, read with locks, then kept in memory */
+} s_hold_user_t;
+
+/* One store_holds_place call. */
+typedef struct {
+    const store_hold_t *h; /* the batch */
+    size_t n;              /* its size */
+    s_keys_t reqs;         /* its distinct requests */
+    s_hold_req_t *req;     /* per request */
+    s_keys_t users;        /* the users whose purses it reads */
+    s_hold_user_t *user;   /* per user */
+    size_t *fresh;         /* the items that place a new hold, in order */
+    size_t n_fresh;        /* how many */
+    long long now;         /* created_at of the new holds */
+    s_params_t p;          /* statement parameters */
+    s_cols_t cols;         /* result columns of the query running */
+    uint8_t col_req[16];   /* ... a request id column */
+    long long col_v[2];    /* ... integer columns */
+} s_hb_t;
+
+/* Collects the batch's requests, each with its first item's user as owner until the table
+ * says otherwise. */
+static int s_hb_init(s_hb_t *b, const store_hold_t *h, size_t n)
 {
-    *out = store_purse_find(*purses, *n, user_id);
-    if (*out)
-        return 0;
-    long long uid = user_id, v = 0;
-    MYSQL_BIND b;
-    s_bind_i64(&b, &uid);
-    s_cols_t cols;
-    memset(&cols, 0, sizeof(cols));
-    s_col_i64(&cols, &v, true);
-    int rc = s_use(s, &st[S_HP_USER], "hold user", "SELECT 1 FROM users WHERE id = ?", &b);
+    memset(b, 0, sizeof(*b));
+    b->h = h;
+    b->n = n;
+    b->now = store_now_ms();
+    int rc = s_keys_init(&b->reqs, S_KEY_REQ, n);
     if (rc == 0)
-        rc = s_run_row(s, st[S_HP_USER], &cols, "hold user");
-    if (rc == 0) {
-        store_set_error(s, "hold: no user with id %lld", (long long)user_id);
-        return -ENOENT;
-    }
-    if (rc < 0)
-        return rc;
-    store_purse_t p = {user_id, 0, 0};
-    v = 0;
-    rc = s_use(s, &st[S_HP_BALANCE], "hold balance",
-               "SELECT balance FROM balances WHERE user_id = ? FOR UPDATE", &b);
-    if (rc == 0)
-        rc = s_run_row(s, st[S_HP_BALANCE], &cols, "hold balance");
-    if (rc < 0)
-        return rc;
-    p.balance = rc == 1 ? v : 0;
-    v = 0;
-    rc = s_use(s, &st[S_HP_HELD], "hold held",
-               "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE user_id = ? AND state = 0 "
-               "FOR UPDATE",
-               &b);
-    if (rc == 0)
-        rc = s_run_row(s, st[S_HP_HELD], &cols, "hold held");
-    if (rc < 0)
-        return rc;
-    p.held = v;
-    void *arr = *purses;
-    rc = store_array_push(&arr, n, cap, &p, sizeof(p));
-    *purses = arr;
-    if (rc < 0)
-        return rc;
-    *out = &(*purses)[*n - 1];
+        rc = s_params_init(&b->p, s_params_room(n, 6));
+    b->fresh = malloc(n * sizeof(*b->fresh));
+    if (rc < 0 || !b->fresh)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        s_keys_add(&b->reqs, s_key_req(h[i].req_id));
+    s_keys_sort(&b->reqs);
+    b->req = calloc(b->reqs.n, sizeof(*b->req));
+    if (!b->req)
+        return -ENOMEM;
+    for (size_t i = n; i-- > 0;) /* backwards: the first item's user is written last */
+        b->req[s_keys_find(&b->reqs, s_key_req(h[i].req_id))].owner = h[i].user_id;
     return 0;
 }
 
-/* Places a batch of holds in one transaction (see store.h). The lookup of an earlier hold is
- * a plain read: were the same request placed by two connections at once, the primary key
- * fails the later batch (-EEXIST) instead of granting twice; the purse reads are what must
- * be current, and they are locking reads. */
-static int s_holds_place(store_t *s, const store_hold_t *holds, size_t n, int *results,
-                         int64_t *available)
+/* Frees what s_hb_init and the steps allocated. */
+static void s_hb_free(s_hb_t *b)
 {
-    MYSQL_STMT *st[S_HP_N] = {NULL};
-    store_purse_t *purses = NULL;
-    size_t n_purses = 0, cap = 0;
-    long long now = store_now_ms();
-    int rc = s_begin(s);
+    free(b->reqs.k);
+    free(b->req);
+    free(b->users.k);
+    free(b->user);
+    free(b->fresh);
+    s_params_free(&b->p);
+}
+
+/* A row of S_Q_HOLD_FIND: a request of the batch that has a hold already. */
+static int s_hb_found(void *arg)
+{
+    s_hb_t *b = arg;
+    size_t r = s_keys_find(&b->reqs, s_key_req(b->col_req));
+    if (r != SIZE_MAX)
+        b->req[r] = (s_hold_req_t){true, true, (int)b->col_v[1], b->col_v[0]};
+    return 0;
+}
+
+/* Reads the holds the batch's requests have already (a plain read: were the same request
+ * placed by two connections at once, the primary key fails the later batch, -EEXIST, instead
+ * of granting twice). */
+static int s_hb_find(store_t *s, s_hb_t *b)
+{
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_blob(&b->cols, b->col_req, 16);
+    s_col_i64(&b->cols, &b->col_v[0], false);
+    s_col_i64(&b->cols, &b->col_v[1], false);
+    return s_for_keys(s, S_Q_HOLD_FIND, &b->reqs, &b->p, &b->cols, s_hb_found, b);
+}
+
+/* Collects the owners of the batch's requests: the users whose purses it reads. */
+static int s_hb_users(s_hb_t *b)
+{
+    int rc = s_keys_init(&b->users, S_KEY_USER, b->reqs.n);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const store_hold_t *h = &holds[i];
-        MYSQL_BIND key;
-        unsigned long key_len;
-        s_bind_blob(&key, h->req_id, 16, &key_len);
-        long long owner = 0, state = 0;
-        s_cols_t cols;
-        memset(&cols, 0, sizeof(cols));
-        s_col_i64(&cols, &owner, false);
-        s_col_i64(&cols, &state, false);
-        rc = s_use(s, &st[S_HP_FIND], "hold find",
-                   "SELECT user_id, state FROM holds WHERE req_id = ?", &key);
-        if (rc == 0)
-            rc = s_run_row(s, st[S_HP_FIND], &cols, "hold find");
-        if (rc < 0)
-            break;
-        store_purse_t *p = NULL;
-        if (rc == 1) { /* placed before: its earlier outcome */
-            rc = s_purse(s, st, owner, &purses, &n_purses, &cap, &p);
-            if (rc < 0)
-                break;
-            results[i] = state != STORE_HOLD_REFUSED;
+    for (size_t r = 0; r < b->reqs.n; r++)
+        s_keys_add(&b->users, s_key_user(b->req[r].owner));
+    s_keys_sort(&b->users);
+    b->user = calloc(b->users.n, sizeof(*b->user));
+    if (!b->user)
+        return -ENOMEM;
+    for (size_t u = 0; u < b->users.n; u++)
+        b->user[u].purse.user_id = s_key_user_id(&b->users.k[u]);
+    return 0;
+}
+
+/* A row of S_Q_BALANCES: a user's balance (its foreign key says the user exists). */
+static int s_hb_balance(void *arg)
+{
+    s_hb_t *b = arg;
+    size_t u = s_keys_find(&b->users, s_key_user(b->col_v[0]));
+    if (u != SIZE_MAX) {
+        b->user[u].purse.balance = b->col_v[1];
+        b->user[u].exists = true;
+    }
+    return 0;
+}
+
+/* A row of S_Q_USER_IDS: a user that exists. */
+static int s_hb_user_exists(void *arg)
+{
+    s_hb_t *b = arg;
+    size_t u = s_keys_find(&b->users, s_key_user(b->col_v[0]));
+    if (u != SIZE_MAX)
+        b->user[u].exists = true;
+    return 0;
+}
+
+/* A row of S_Q_HELD: a user's active holds. */
+static int s_hb_held(void *arg)
+{
+    s_hb_t *b = arg;
+    size_t u = s_keys_find(&b->users, s_key_user(b->col_v[0]));
+    if (u != SIZE_MAX)
+        b->user[u].purse.held = b->col_v[1];
+    return 0;
+}
+
+/* Checks that the users of new holds exist: -ENOENT, for the first item that names one that
+ * does not. Only users without a money row are looked up (the others exist: the row's
+ * foreign key), so a batch of users with money costs no statement here. */
+static int s_hb_exist(store_t *s, s_hb_t *b)
+{
+    s_keys_t unknown = {S_KEY_USER, NULL, 0};
+    int rc = s_keys_init(&unknown, S_KEY_USER, b->users.n);
+    for (size_t u = 0; rc == 0 && u < b->users.n; u++) {
+        if (!b->user[u].exists)
+            s_keys_add(&unknown, b->users.k[u]); /* stays sorted */
+    }
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_i64(&b->cols, &b->col_v[0], false);
+    if (rc == 0)
+        rc = s_for_keys(s, S_Q_USER_IDS, &unknown, &b->p, &b->cols, s_hb_user_exists, b);
+    free(unknown.k);
+    for (size_t i = 0; rc == 0 && i < b->n; i++) {
+        const s_hold_req_t *q = &b->req[s_keys_find(&b->reqs, s_key_req(b->h[i].req_id))];
+        if (!q->found && !b->user[s_keys_find(&b->users, s_key_user(q->owner))].exists) {
+            store_set_error(s, "hold: no user with id %lld", q->owner);
+            rc = -ENOENT;
+        }
+    }
+    return rc;
+}
+
+/* Reads the users' purses with locking reads, so that a settlement on another connection
+ * cannot change them before this batch commits (a user without a money row has 0, and the
+ * gap is locked all the same), and checks on the way that the users exist. */
+static int s_hb_purses(store_t *s, s_hb_t *b)
+{
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_i64(&b->cols, &b->col_v[0], false);
+    s_col_i64(&b->cols, &b->col_v[1], false);
+    int rc = s_for_keys(s, S_Q_BALANCES, &b->users, &b->p, &b->cols, s_hb_balance, b);
+    if (rc == 0)
+        rc = s_hb_exist(s, b);
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_i64(&b->cols, &b->col_v[0], false);
+    s_col_i64(&b->cols, &b->col_v[1], false);
+    if (rc == 0)
+        rc = s_for_keys(s, S_Q_HELD, &b->users, &b->p, &b->cols, s_hb_held, b);
+    return rc;
+}
+
+/* Decides every item in order, in memory: a request with a hold (found, or placed by an earlier
+ * item) gets that hold's outcome; a new one is granted by the purse rule and goes to the list
+ * of holds to write. */
+static void s_hb_decide(s_hb_t *b, int *results, int64_t *available)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const store_hold_t *h = &b->h[i];
+        s_hold_req_t *q = &b->req[s_keys_find(&b->reqs, s_key_req(h->req_id))];
+        store_purse_t *p = &b->user[s_keys_find(&b->users, s_key_user(q->owner))].purse;
+        if (q->placed) {
+            results[i] = q->state != STORE_HOLD_REFUSED;
         } else {
-            rc = s_purse(s, st, h->user_id, &purses, &n_purses, &cap, &p);
-            if (rc < 0)
-                break;
-            int grant = store_purse_hold(p, h->amount);
-            long long v[5] = {h->user_id, h->amount, now, h->expires_at,
-                              grant ? STORE_HOLD_ACTIVE : STORE_HOLD_REFUSED};
-            MYSQL_BIND b[6];
-            b[0] = key;
-            for (int k = 0; k < 5; k++)
-                s_bind_i64(&b[1 + k], &v[k]);
-            rc = s_use(s, &st[S_HP_INSERT], "hold place",
-                       "INSERT INTO holds (req_id, user_id, amount, created_at, expires_at, "
-                       "state) VALUES (?, ?, ?, ?, ?, ?)",
-                       b);
-            if (rc == 0)
-                rc = s_run(s, st[S_HP_INSERT], "hold place", NULL);
-            if (rc < 0)
-                break;
-            results[i] = grant;
+            results[i] = store_purse_hold(p, h->amount);
+            q->placed = true;
+            q->state = results[i] ? STORE_HOLD_ACTIVE : STORE_HOLD_REFUSED;
+            b->fresh[b->n_fresh++] = i;
         }
         if (available)
             available[i] = store_purse_left(p);
     }
-    s_close_all(st, S_HP_N);
-    free(purses);
+}
+
+/* Adds the parameters of new hold j (s_for_rows). */
+static void s_hb_row(void *arg, s_params_t *p, size_t j)
+{
+    s_hb_t *b = arg;
+    const store_hold_t *h = &b->h[b->fresh[j]];
+    s_add_blob(p, h->req_id, 16);
+    s_add_i64(p, h->user_id);
+    s_add_i64(p, h->amount);
+    s_add_i64(p, b->now);
+    s_add_i64(p, h->expires_at);
+    s_add_i64(p, b->req[s_keys_find(&b->reqs, s_key_req(h->req_id))].state);
+}
+
+/* Places a batch of holds in one transaction (see store.h): reads the requests' holds, the
+ * users and their purses for the whole batch, decides item by item in memory, and writes the
+ * new holds with multi-row INSERTs. */
+static int s_holds_place(store_t *s, const store_hold_t *holds, size_t n, int *results,
+                         int64_t *available)
+{
+    s_hb_t b;
+    int rc = s_hb_init(&b, holds, n);
+    if (rc == 0)
+        rc = s_begin(s);
+    if (rc < 0) {
+        s_hb_free(&b);
+        return rc;
+    }
+    rc = s_hb_find(s, &b);
+    if (rc == 0)
+        rc = s_hb_users(&b);
+    if (rc == 0)
+        rc = s_hb_purses(s, &b);
+    if (rc == 0) {
+        s_hb_decide(&b, results, available);
+        rc = s_for_rows(s, S_Q_HOLD_INSERT, b.n_fresh, &b.p, s_hb_row, &b);
+    }
+    s_hb_free(&b);
     return s_end_tx(s, rc);
 }
 
@@ -1626,19 +2325,17 @@ static int s_hold_get(store_t *s, const uint8_t req_id[16], store_hold_t *out)
     MYSQL_BIND key;
     unsigned long key_len;
     s_bind_blob(&key, req_id, 16, &key_len);
-    MYSQL_STMT *st = NULL;
     long long v[5] = {0};
     s_cols_t cols;
     memset(&cols, 0, sizeof(cols));
     for (int i = 0; i < 5; i++)
         s_col_i64(&cols, &v[i], false);
-    int rc = s_use(s, &st, "hold get",
-                   "SELECT user_id, amount, created_at, expires_at, state FROM holds "
-                   "WHERE req_id = ?",
-                   &key);
+    MYSQL_STMT *st;
+    int rc = s_prepared(s, S_Q_HOLD_GET, 0, &st);
+    if (rc == 0 && mysql_stmt_bind_param(st, &key) != 0)
+        rc = s_stmt_fail(s, st, "hold get");
     if (rc == 0)
         rc = s_run_row(s, st, &cols, "hold get");
-    s_close_all(&st, 1);
     if (rc == 0)
         return -ENOENT;
     if (rc < 0)
@@ -1692,52 +2389,97 @@ static int s_holds_outstanding(store_t *s, int64_t *amount, int64_t *count)
     return 0;
 }
 
-/* Stores a batch of usage reports in one transaction; a re-sent report (same key: the no-op
- * ON DUPLICATE KEY UPDATE) and a report of a settled request are skipped. Not INSERT IGNORE,
- * which would also turn other errors into warnings. */
+/* One store_usage_put call. */
+typedef struct {
+    const store_usage_t *u; /* the batch */
+    size_t n;               /* its size */
+    s_keys_t reqs;          /* its distinct requests */
+    bool *settled;          /* per request: settled already */
+    size_t *keep;           /* the reports to store (of unsettled requests), in order */
+    size_t n_keep;          /* how many */
+    s_params_t p;           /* statement parameters */
+    s_cols_t cols;          /* result columns */
+    uint8_t col_req[16];    /* ... a request id */
+} s_ub_t;
+
+/* A row of S_Q_REPORT_SETTLED: a reported request that is settled. */
+static int s_ub_settled(void *arg)
+{
+    s_ub_t *b = arg;
+    size_t r = s_keys_find(&b->reqs, s_key_req(b->col_req));
+    if (r != SIZE_MAX)
+        b->settled[r] = true;
+    return 0;
+}
+
+/* Adds the parameters of report j to keep (s_for_rows). */
+static void s_ub_row(void *arg, s_params_t *p, size_t j)
+{
+    s_ub_t *b = arg;
+    const store_usage_t *r = &b->u[b->keep[j]];
+    s_add_blob(p, r->req_id, 16);
+    s_add_str(p, r->source);
+    s_add_i64(p, r->attempt);
+    s_add_str(p, r->agent_id);
+    s_add_i64(p, r->user_id);
+    s_add_str(p, r->model);
+    s_add_i64(p, r->status);
+    s_add_i64(p, r->delivered);
+    s_add_i64(p, r->complete);
+    s_add_i64(p, r->estimated);
+    s_add_i64(p, r->input_tokens);
+    s_add_i64(p, r->cached_tokens);
+    s_add_i64(p, r->output_tokens);
+    s_add_i64(p, r->received_at);
+}
+
+/* Reads which of the batch's requests are settled (shared locks, as INSERT ... SELECT would
+ * take: a settlement committing meanwhile is waited for, then seen) and lists the reports to
+ * store. */
+static int s_ub_filter(store_t *s, s_ub_t *b)
+{
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_blob(&b->cols, b->col_req, 16);
+    int rc = s_for_keys(s, S_Q_REPORT_SETTLED, &b->reqs, &b->p, &b->cols, s_ub_settled, b);
+    for (size_t i = 0; rc == 0 && i < b->n; i++) {
+        if (!b->settled[s_keys_find(&b->reqs, s_key_req(b->u[i].req_id))])
+            b->keep[b->n_keep++] = i;
+    }
+    return rc;
+}
+
+/* Stores a batch of usage reports in one transaction: a report of a settled request is
+ * dropped, a re-sent one (same key, even within the batch) left as it was by the no-op
+ * ON DUPLICATE KEY UPDATE. Not INSERT IGNORE, which would also turn other errors into
+ * warnings. */
 static int s_usage_put(store_t *s, const store_usage_t *u, size_t n)
 {
-    MYSQL_STMT *st = NULL;
-    int rc = s_begin(s);
-    if (rc < 0)
-        return rc;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const store_usage_t *r = &u[i];
-        MYSQL_BIND b[15];
-        unsigned long len[5];
-        long long v[11] = {r->attempt,
-                           r->user_id,
-                           r->status,
-                           r->delivered,
-                           r->complete,
-                           r->estimated,
-                           r->input_tokens,
-                           r->cached_tokens,
-                           r->output_tokens,
-                           r->received_at,
-                           0};
-        s_bind_blob(&b[0], r->req_id, 16, &len[0]);
-        s_bind_str(&b[1], r->source, &len[1]);
-        s_bind_i64(&b[2], &v[0]);
-        s_bind_str(&b[3], r->agent_id, &len[2]);
-        s_bind_i64(&b[4], &v[1]);
-        s_bind_str(&b[5], r->model, &len[3]);
-        for (int k = 2; k < 10; k++)
-            s_bind_i64(&b[4 + k], &v[k]);
-        s_bind_blob(&b[14], r->req_id, 16, &len[4]);
-        rc = s_use(s, &st, "usage put",
-                   "INSERT INTO usage_reports (req_id, source, attempt, agent_id, user_id, model, "
-                   "status, delivered, complete, estimated, input_tokens, cached_tokens, "
-                   "output_tokens, received_at) "
-                   "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM DUAL "
-                   "WHERE NOT EXISTS (SELECT 1 FROM settlements WHERE req_id = ?) "
-                   "ON DUPLICATE KEY UPDATE req_id = usage_reports.req_id",
-                   b);
-        if (rc == 0)
-            rc = s_run(s, st, "usage put", NULL);
+    s_ub_t b;
+    memset(&b, 0, sizeof(b));
+    b.u = u;
+    b.n = n;
+    int rc = s_keys_init(&b.reqs, S_KEY_REQ, n);
+    b.keep = malloc(n * sizeof(*b.keep));
+    if (rc == 0 && b.keep) {
+        for (size_t i = 0; i < n; i++)
+            s_keys_add(&b.reqs, s_key_req(u[i].req_id));
+        s_keys_sort(&b.reqs);
+        b.settled = calloc(b.reqs.n, sizeof(*b.settled));
+        rc = b.settled ? s_params_init(&b.p, s_params_room(n, 14)) : -ENOMEM;
+    } else {
+        rc = -ENOMEM;
     }
-    s_close_all(&st, 1);
-    return s_end_tx(s, rc);
+    if (rc == 0 && (rc = s_begin(s)) == 0) {
+        rc = s_ub_filter(s, &b);
+        if (rc == 0)
+            rc = s_for_rows(s, S_Q_REPORT_INSERT, b.n_keep, &b.p, s_ub_row, &b);
+        rc = s_end_tx(s, rc);
+    }
+    free(b.reqs.k);
+    free(b.settled);
+    free(b.keep);
+    s_params_free(&b.p);
+    return rc;
 }
 
 /* A usage row and its column bindings. */
@@ -1748,23 +2490,14 @@ typedef struct {
     s_cols_t cols;   /* see S_USAGE_COLS */
 } s_usage_row_t;
 
-#define S_USAGE_COLS                                                                               \
-    "SELECT r.req_id, r.source, r.attempt, r.agent_id, r.user_id, r.model, r.status, "             \
-    "r.delivered, r.complete, r.estimated, r.input_tokens, r.cached_tokens, r.output_tokens, "     \
-    "r.received_at FROM usage_reports r"
-
-/* Runs a usage query (S_USAGE_COLS) with params to its end into a malloc'd array. */
-static int s_usage_rows(store_t *s, const char *what, const char *sql, MYSQL_BIND *params,
-                        store_usage_t **out, size_t *n)
+/* Reads the rows of an executed usage query (S_USAGE_COLS) into a malloc'd array. */
+static int s_usage_rows(store_t *s, MYSQL_STMT *st, const char *what, store_usage_t **out,
+                        size_t *n)
 {
-    MYSQL_STMT *st;
-    int rc = s_exec(s, what, sql, params, &st);
-    if (rc < 0)
-        return rc;
     void *arr = NULL;
     size_t count = 0, cap = 0;
     s_usage_row_t *r = malloc(sizeof(*r));
-    rc = r ? 0 : -ENOMEM;
+    int rc = r ? 0 : -ENOMEM;
     if (rc == 0) {
         memset(r, 0, sizeof(*r));
         s_cols_t *c = &r->cols;
@@ -1794,7 +2527,6 @@ static int s_usage_rows(store_t *s, const char *what, const char *sql, MYSQL_BIN
         rc = store_array_push(&arr, &count, &cap, u, sizeof(*u));
     }
     free(r);
-    mysql_stmt_close(st);
     if (rc < 0) {
         free(arr);
         return rc;
@@ -1807,15 +2539,22 @@ static int s_usage_rows(store_t *s, const char *what, const char *sql, MYSQL_BIN
 /* Reports of unsettled requests, oldest first, at most limit. */
 static int s_usage_pending(store_t *s, size_t limit, store_usage_t **out, size_t *n)
 {
-    MYSQL_BIND b;
-    long long lim = (long long)limit;
-    s_bind_i64(&b, &lim);
-    return s_usage_rows(s, "usage pending",
-                        S_USAGE_COLS " WHERE NOT EXISTS (SELECT 1 FROM settlements t "
-                                     "WHERE t.req_id = r.req_id) "
-                                     "ORDER BY r.received_at, r.req_id, r.source, r.attempt "
-                                     "LIMIT ?",
-                        &b, out, n);
+    s_params_t p;
+    int rc = s_params_init(&p, 1);
+    if (rc == 0) {
+        s_add_i64(&p, (long long)limit);
+        MYSQL_STMT *st;
+        rc = s_exec_q(s, S_Q_USAGE_PENDING, 0, &p, &st);
+        if (rc == 0) {
+            if (mysql_stmt_store_result(st) != 0)
+                rc = s_stmt_fail(s, st, "usage pending");
+            if (rc == 0)
+                rc = s_usage_rows(s, st, "usage pending", out, n);
+            mysql_stmt_free_result(st);
+        }
+    }
+    s_params_free(&p);
+    return rc;
 }
 
 /* Every stored report of one request, ordered by source, attempt. */
@@ -1824,191 +2563,294 @@ static int s_usage_of(store_t *s, const uint8_t req_id[16], store_usage_t **out,
     MYSQL_BIND b;
     unsigned long len;
     s_bind_blob(&b, req_id, 16, &len);
-    return s_usage_rows(
-        s, "usage of", S_USAGE_COLS " WHERE r.req_id = ? ORDER BY r.source, r.attempt", &b, out, n);
-}
-
-/* Statements of one store_settle call, prepared on first use. */
-enum {
-    S_SET_DONE,    /* is the request settled already? */
-    S_SET_HEAD,    /* the agent's chain head (locking read) */
-    S_SET_LEDGER,  /* append the row */
-    S_SET_BALANCE, /* debit the user */
-    S_SET_ACCOUNT, /* credit the agent, move its head */
-    S_SET_HOLD,    /* release the hold */
-    S_SET_REPORTS, /* drop the reports */
-    S_SET_INSERT,  /* record the settlement */
-    S_SET_N
-};
-
-/* Appends one BILLED item's row: checks it follows the agent's chain (read with a lock, so
- * that no other writer moves the head before this commits), inserts it, debits the user,
- * credits the agent and moves the chain's head. */
-static int s_settle_row(store_t *s, MYSQL_STMT **st, size_t i, const ledger_row_t *r)
-{
-    MYSQL_BIND agent;
-    unsigned long agent_len;
-    s_bind_str(&agent, r->agent_id, &agent_len);
-    long long last = 0;
-    uint8_t last_hash[LEDGER_HASH_LEN] = {0};
-    s_cols_t cols;
-    memset(&cols, 0, sizeof(cols));
-    s_col_i64(&cols, &last, false);
-    s_col_blob(&cols, last_hash, LEDGER_HASH_LEN);
-    int rc = s_use(s, &st[S_SET_HEAD], "ledger head",
-                   "SELECT last_seq, last_hash FROM agent_accounts WHERE agent_id = ? FOR UPDATE",
-                   &agent);
-    if (rc == 0)
-        rc = s_run_row(s, st[S_SET_HEAD], &cols, "ledger head");
+    MYSQL_STMT *st = NULL;
+    int rc = s_exec(s, "usage of", S_USAGE_COLS " WHERE r.req_id = ? ORDER BY r.source, r.attempt",
+                    &b, &st);
     if (rc < 0)
         return rc;
-    if (rc == 0) {
-        last = 0;
-        memset(last_hash, 0, sizeof(last_hash));
+    rc = s_usage_rows(s, st, "usage of", out, n);
+    mysql_stmt_close(st);
+    return rc;
+}
+
+/* An agent's chain head as a batch of settlements moves it. */
+typedef struct {
+    long long seq;                 /* last_seq: 0 before the first row */
+    uint8_t hash[LEDGER_HASH_LEN]; /* last_hash: zeros before the first row */
+} s_head_t;
+
+/* One store_settle call. */
+typedef struct {
+    const store_settle_t *it;               /* the batch */
+    size_t n;                               /* its size */
+    s_keys_t reqs;                          /* its distinct requests */
+    bool *settled;                          /* per request: in the table, or by an earlier item */
+    s_keys_t users;                         /* the users of its BILLED items */
+    bool *exists;                           /* per user: the users table has it */
+    s_keys_t agents;                        /* the agents of its BILLED items */
+    s_head_t *head;                         /* per agent: its chain head, moved by each row */
+    size_t *billed;                         /* the BILLED items in order: the rows to append */
+    size_t n_billed;                        /* how many */
+    s_sums_t debits;                        /* per user: what its balance gains (<= 0) */
+    s_sums_t credits;                       /* per agent: what its account gains (>= 0) */
+    s_params_t p;                           /* statement parameters */
+    s_cols_t cols;                          /* result columns */
+    uint8_t col_req[16];                    /* ... a request id */
+    char col_agent[STORE_AGENT_ID_MAX + 1]; /* ... an agent id */
+    long long col_v;                        /* ... an integer */
+    uint8_t col_hash[LEDGER_HASH_LEN];      /* ... a hash */
+} s_sb_t;
+
+/* Collects the batch's requests, and the users and agents of its BILLED items. */
+static int s_sb_init(s_sb_t *b, const store_settle_t *it, size_t n)
+{
+    memset(b, 0, sizeof(*b));
+    b->it = it;
+    b->n = n;
+    if (s_keys_init(&b->reqs, S_KEY_REQ, n) < 0 || s_keys_init(&b->users, S_KEY_USER, n) < 0 ||
+        s_keys_init(&b->agents, S_KEY_AGENT, n) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        s_keys_add(&b->reqs, s_key_req(it[i].req_id));
+        if (it[i].outcome == STORE_OUTCOME_BILLED) {
+            s_keys_add(&b->users, s_key_user(it[i].user_id));
+            s_keys_add(&b->agents, s_key_agent(it[i].row.agent_id));
+        }
     }
-    if (r->seq != (uint64_t)last + 1) {
+    s_keys_sort(&b->reqs);
+    s_keys_sort(&b->users);
+    s_keys_sort(&b->agents);
+    b->settled = calloc(b->reqs.n, sizeof(*b->settled));
+    b->exists = calloc(b->users.n ? b->users.n : 1, sizeof(*b->exists));
+    b->head = calloc(b->agents.n ? b->agents.n : 1, sizeof(*b->head));
+    b->billed = malloc(n * sizeof(*b->billed));
+    if (!b->settled || !b->exists || !b->head || !b->billed ||
+        s_sums_init(&b->debits, n, b->users.n) < 0 || s_sums_init(&b->credits, n, b->agents.n) < 0)
+        return -ENOMEM;
+    return s_params_init(&b->p, s_params_room(n, 19));
+}
+
+/* Frees what s_sb_init allocated. */
+static void s_sb_free(s_sb_t *b)
+{
+    free(b->reqs.k);
+    free(b->users.k);
+    free(b->agents.k);
+    free(b->settled);
+    free(b->exists);
+    free(b->head);
+    free(b->billed);
+    s_sums_free(&b->debits);
+    s_sums_free(&b->credits);
+    s_params_free(&b->p);
+}
+
+/* A row of S_Q_SETTLED: a request of the batch that is settled already. */
+static int s_sb_settled(void *arg)
+{
+    s_sb_t *b = arg;
+    size_t r = s_keys_find(&b->reqs, s_key_req(b->col_req));
+    if (r != SIZE_MAX)
+        b->settled[r] = true;
+    return 0;
+}
+
+/* A row of S_Q_USER_IDS: a user that exists. */
+static int s_sb_user_exists(void *arg)
+{
+    s_sb_t *b = arg;
+    size_t u = s_keys_find(&b->users, s_key_user(b->col_v));
+    if (u != SIZE_MAX)
+        b->exists[u] = true;
+    return 0;
+}
+
+/* A row of S_Q_HEADS: an agent's chain head. */
+static int s_sb_head(void *arg)
+{
+    s_sb_t *b = arg;
+    size_t a = s_keys_find(&b->agents, s_key_agent(b->col_agent));
+    if (a != SIZE_MAX) {
+        b->head[a].seq = b->col_v;
+        memcpy(b->head[a].hash, b->col_hash, LEDGER_HASH_LEN);
+    }
+    return 0;
+}
+
+/* Reads what the batch depends on: which requests are settled (a plain read: one settled
+ * meanwhile fails the settlement insert, -EALREADY), which users exist, and the agents' chain
+ * heads (a locking read, so that no other writer moves a head before this commits; an agent
+ * without an account is at seq 0, its gap locked all the same). */
+static int s_sb_read(store_t *s, s_sb_t *b)
+{
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_blob(&b->cols, b->col_req, 16);
+    int rc = s_for_keys(s, S_Q_SETTLED, &b->reqs, &b->p, &b->cols, s_sb_settled, b);
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_i64(&b->cols, &b->col_v, false);
+    if (rc == 0)
+        rc = s_for_keys(s, S_Q_USER_IDS, &b->users, &b->p, &b->cols, s_sb_user_exists, b);
+    memset(&b->cols, 0, sizeof(b->cols));
+    s_col_text(&b->cols, b->col_agent, sizeof(b->col_agent));
+    s_col_i64(&b->cols, &b->col_v, false);
+    s_col_blob(&b->cols, b->col_hash, LEDGER_HASH_LEN);
+    if (rc == 0)
+        rc = s_for_keys(s, S_Q_HEADS, &b->agents, &b->p, &b->cols, s_sb_head, b);
+    return rc;
+}
+
+/* Checks item i against what the batch has read and what its earlier items did, as the items
+ * would meet the database one by one: settled already (-EALREADY), then a row that does not
+ * follow its agent's head (-ESTALE), then an unknown user (-ENOENT). A BILLED item moves the
+ * head and adds to its user's debit and its agent's credit. */
+static int s_sb_check(store_t *s, s_sb_t *b, size_t i)
+{
+    const store_settle_t *it = &b->it[i];
+    bool *settled = &b->settled[s_keys_find(&b->reqs, s_key_req(it->req_id))];
+    if (*settled) {
+        store_set_error(s, "settlement %zu: the request is settled already", i);
+        return -EALREADY;
+    }
+    *settled = true; /* a second item of the request finds it settled */
+    if (it->outcome != STORE_OUTCOME_BILLED)
+        return 0;
+    const ledger_row_t *r = &it->row;
+    size_t a = s_keys_find(&b->agents, s_key_agent(r->agent_id));
+    s_head_t *h = &b->head[a];
+    if (r->seq != (uint64_t)h->seq + 1) {
         store_set_error(s, "settlement %zu: seq %llu of agent %s does not follow %lld", i,
-                        (unsigned long long)r->seq, r->agent_id, last);
+                        (unsigned long long)r->seq, r->agent_id, h->seq);
         return -ESTALE;
     }
-    if (memcmp(r->prev_hash, last_hash, LEDGER_HASH_LEN) != 0) {
+    if (memcmp(r->prev_hash, h->hash, LEDGER_HASH_LEN) != 0) {
         store_set_error(s,
                         "settlement %zu: prev_hash of agent %s seq %llu is not the hash of its "
                         "last row",
                         i, r->agent_id, (unsigned long long)r->seq);
         return -ESTALE;
     }
-    long long v[15] = {
-        (long long)r->seq, r->attempt,    r->user_id, r->input_tokens, r->cached_tokens,
-        r->output_tokens,  r->estimated,  r->cost,    r->fee,          r->credit,
-        r->hold,           r->price_from, r->fee_ppm, r->created_ms,   -r->cost};
-    MYSQL_BIND b[19];
-    unsigned long len[5];
-    s_bind_str(&b[0], r->agent_id, &len[0]);
-    s_bind_i64(&b[1], &v[0]);
-    s_bind_blob(&b[2], r->req_id, 16, &len[1]);
-    s_bind_i64(&b[3], &v[1]);
-    s_bind_i64(&b[4], &v[2]);
-    s_bind_str(&b[5], r->model, &len[2]);
-    for (int k = 3; k < 14; k++)
-        s_bind_i64(&b[3 + k], &v[k]);
-    s_bind_blob(&b[17], r->prev_hash, LEDGER_HASH_LEN, &len[3]);
-    s_bind_blob(&b[18], r->hash, LEDGER_HASH_LEN, &len[4]);
-    rc = s_use(s, &st[S_SET_LEDGER], "ledger append",
-               "INSERT INTO ledger (agent_id, seq, req_id, attempt, user_id, model, input_tokens, "
-               "cached_tokens, output_tokens, estimated, cost, fee, credit, hold_amount, "
-               "price_from, fee_ppm, created_ms, prev_hash, hash) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               b);
-    if (rc == 0)
-        rc = s_run(s, st[S_SET_LEDGER], "ledger append", NULL);
-    if (rc == -EEXIST) { /* another writer appended meanwhile */
-        store_set_error(s, "settlement %zu: agent %s seq %llu exists already", i, r->agent_id,
-                        (unsigned long long)r->seq);
-        rc = -ESTALE;
+    size_t u = s_keys_find(&b->users, s_key_user(it->user_id));
+    if (!b->exists[u]) {
+        store_set_error(s, "settlement %zu: no user with id %lld", i, (long long)it->user_id);
+        return -ENOENT;
     }
-    if (rc < 0)
-        return rc;
-    /* The balance may go below zero: what a request cost beyond its hold is still charged. A
-     * user without a money row gets one (a missing user fails the foreign key: -ENOENT). */
-    MYSQL_BIND bal[2];
-    s_bind_i64(&bal[0], &v[2]);
-    s_bind_i64(&bal[1], &v[14]);
-    rc = s_use(s, &st[S_SET_BALANCE], "balance debit",
-               "INSERT INTO balances (user_id, balance) VALUES (?, ?) "
-               "ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance)",
-               bal);
-    if (rc == 0)
-        rc = s_run(s, st[S_SET_BALANCE], "balance debit", NULL);
-    if (rc < 0)
-        return rc;
-    MYSQL_BIND acc[4];
-    acc[0] = agent;
-    s_bind_i64(&acc[1], &v[9]);
-    s_bind_i64(&acc[2], &v[0]);
-    s_bind_blob(&acc[3], r->hash, LEDGER_HASH_LEN, &len[4]);
-    rc = s_use(s, &st[S_SET_ACCOUNT], "account credit",
-               "INSERT INTO agent_accounts (agent_id, credit, last_seq, last_hash, acked_seq) "
-               "VALUES (?, ?, ?, ?, 0) ON DUPLICATE KEY UPDATE "
-               "credit = credit + VALUES(credit), last_seq = VALUES(last_seq), "
-               "last_hash = VALUES(last_hash)",
-               acc);
-    if (rc == 0)
-        rc = s_run(s, st[S_SET_ACCOUNT], "account credit", NULL);
-    return rc;
+    h->seq = (long long)r->seq;
+    memcpy(h->hash, r->hash, LEDGER_HASH_LEN);
+    s_sums_add(&b->debits, u, -r->cost);
+    s_sums_add(&b->credits, a, r->credit);
+    b->billed[b->n_billed++] = i;
+    return 0;
 }
 
-/* Settles one item inside the batch's transaction. */
-static int s_settle_one(store_t *s, MYSQL_STMT **st, size_t i, const store_settle_t *it)
+/* Adds the parameters of ledger row j (s_for_rows). */
+static void s_sb_ledger_row(void *arg, s_params_t *p, size_t j)
 {
-    MYSQL_BIND key;
-    unsigned long key_len;
-    s_bind_blob(&key, it->req_id, 16, &key_len);
-    long long one = 0;
-    s_cols_t cols;
-    memset(&cols, 0, sizeof(cols));
-    s_col_i64(&cols, &one, false);
-    int rc =
-        s_use(s, &st[S_SET_DONE], "settled", "SELECT 1 FROM settlements WHERE req_id = ?", &key);
-    if (rc == 0)
-        rc = s_run_row(s, st[S_SET_DONE], &cols, "settled");
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        store_set_error(s, "settlement %zu: the request is settled already", i);
-        return -EALREADY;
+    s_sb_t *b = arg;
+    const ledger_row_t *r = &b->it[b->billed[j]].row;
+    s_add_str(p, r->agent_id);
+    s_add_i64(p, (long long)r->seq);
+    s_add_blob(p, r->req_id, 16);
+    s_add_i64(p, r->attempt);
+    s_add_i64(p, r->user_id);
+    s_add_str(p, r->model);
+    s_add_i64(p, r->input_tokens);
+    s_add_i64(p, r->cached_tokens);
+    s_add_i64(p, r->output_tokens);
+    s_add_i64(p, r->estimated);
+    s_add_i64(p, r->cost);
+    s_add_i64(p, r->fee);
+    s_add_i64(p, r->credit);
+    s_add_i64(p, r->hold);
+    s_add_i64(p, r->price_from);
+    s_add_i64(p, r->fee_ppm);
+    s_add_i64(p, r->created_ms);
+    s_add_blob(p, r->prev_hash, LEDGER_HASH_LEN);
+    s_add_blob(p, r->hash, LEDGER_HASH_LEN);
+}
+
+/* Adds the parameters of debit row j: a user and what its balance gains (s_for_rows). The
+ * balance may go below zero: what a request cost beyond its hold is still charged. A user
+ * without a money row gets one. */
+static void s_sb_debit_row(void *arg, s_params_t *p, size_t j)
+{
+    s_sb_t *b = arg;
+    s_add_i64(p, s_key_user_id(&b->users.k[b->debits.key[j]]));
+    s_add_i64(p, b->debits.v[j]);
+}
+
+/* Adds the parameters of credit row j: an agent, its credit and its new head (s_for_rows). */
+static void s_sb_credit_row(void *arg, s_params_t *p, size_t j)
+{
+    s_sb_t *b = arg;
+    size_t a = b->credits.key[j];
+    s_add_str(p, (const char *)b->agents.k[a].b);
+    s_add_i64(p, b->credits.v[j]);
+    s_add_i64(p, b->head[a].seq);
+    s_add_blob(p, b->head[a].hash, LEDGER_HASH_LEN);
+}
+
+/* Adds the parameters of settlement j (s_for_rows): a BILLED one names its ledger row. */
+static void s_sb_settle_row(void *arg, s_params_t *p, size_t j)
+{
+    s_sb_t *b = arg;
+    const store_settle_t *it = &b->it[j];
+    s_add_blob(p, it->req_id, 16);
+    s_add_i64(p, it->outcome);
+    s_add_i64(p, it->user_id);
+    if (it->outcome == STORE_OUTCOME_BILLED) {
+        s_add_str(p, it->row.agent_id);
+        s_add_i64(p, (long long)it->row.seq);
+    } else {
+        s_add_null(p);
+        s_add_null(p);
     }
-    bool billed = it->outcome == STORE_OUTCOME_BILLED;
-    if (billed && (rc = s_settle_row(s, st, i, &it->row)) < 0)
-        return rc;
-    /* A refused hold stays refused: a re-sent hold.req must get the same answer. */
-    rc = s_use(s, &st[S_SET_HOLD], "hold settle",
-               "UPDATE holds SET state = 1 WHERE req_id = ? AND state IN (0, 2)", &key);
+    s_add_i64(p, it->settled_at);
+}
+
+/* Writes a checked batch: the ledger rows, one debit per user and one credit per agent, the
+ * holds released, the reports dropped, the settlements recorded. */
+static int s_sb_write(store_t *s, s_sb_t *b)
+{
+    int rc = s_for_rows(s, S_Q_LEDGER_INSERT, b->n_billed, &b->p, s_sb_ledger_row, b);
+    if (rc == -EEXIST) { /* another writer appended meanwhile */
+        store_set_error(s, "settlement: a row of this batch exists already in its agent's chain");
+        return -ESTALE;
+    }
     if (rc == 0)
-        rc = s_run(s, st[S_SET_HOLD], "hold settle", NULL);
+        rc = s_for_rows(s, S_Q_DEBIT, b->debits.n, &b->p, s_sb_debit_row, b);
     if (rc == 0)
-        rc = s_use(s, &st[S_SET_REPORTS], "usage drop",
-                   "DELETE FROM usage_reports WHERE req_id = ?", &key);
+        rc = s_for_rows(s, S_Q_CREDIT, b->credits.n, &b->p, s_sb_credit_row, b);
     if (rc == 0)
-        rc = s_run(s, st[S_SET_REPORTS], "usage drop", NULL);
+        rc = s_for_keys(s, S_Q_HOLD_RELEASE, &b->reqs, &b->p, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = s_for_keys(s, S_Q_REPORT_DROP, &b->reqs, &b->p, NULL, NULL, NULL);
     if (rc < 0)
         return rc;
-    long long v[4] = {it->outcome, it->user_id, (long long)it->row.seq, it->settled_at};
-    my_bool no_row = !billed;
-    MYSQL_BIND b[6];
-    unsigned long agent_len;
-    b[0] = key;
-    s_bind_i64(&b[1], &v[0]);
-    s_bind_i64(&b[2], &v[1]);
-    s_bind_str(&b[3], billed ? it->row.agent_id : "", &agent_len);
-    b[3].is_null = &no_row;
-    s_bind_i64(&b[4], &v[2]);
-    b[4].is_null = &no_row;
-    s_bind_i64(&b[5], &v[3]);
-    rc = s_use(s, &st[S_SET_INSERT], "settlement insert",
-               "INSERT INTO settlements (req_id, outcome, user_id, agent_id, seq, settled_at) "
-               "VALUES (?, ?, ?, ?, ?, ?)",
-               b);
-    if (rc == 0)
-        rc = s_run(s, st[S_SET_INSERT], "settlement insert", NULL);
+    rc = s_for_rows(s, S_Q_SETTLE_INSERT, b->n, &b->p, s_sb_settle_row, b);
     if (rc == -EEXIST) { /* settled by another writer after this transaction's snapshot */
-        store_set_error(s, "settlement %zu: the request is settled already", i);
+        store_set_error(s, "settlement: a request of this batch is settled already");
         rc = -EALREADY;
     }
     return rc;
 }
 
-/* Settles a batch in one transaction; any failure rolls all of it back. */
+/* Settles a batch in one transaction (see store.h): reads what it depends on for the whole
+ * batch, checks the items in order in memory, then writes them with a few statements. Any
+ * failure rolls all of it back. */
 static int s_settle(store_t *s, const store_settle_t *items, size_t n)
 {
-    MYSQL_STMT *st[S_SET_N] = {NULL};
-    int rc = s_begin(s);
-    if (rc < 0)
-        return rc;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = s_settle_one(s, st, i, &items[i]);
-    s_close_all(st, S_SET_N);
-    return s_end_tx(s, rc);
+    s_sb_t b;
+    int rc = s_sb_init(&b, items, n);
+    if (rc == 0 && (rc = s_begin(s)) == 0) {
+        rc = s_sb_read(s, &b);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = s_sb_check(s, &b, i);
+        if (rc == 0)
+            rc = s_sb_write(s, &b);
+        rc = s_end_tx(s, rc);
+    }
+    s_sb_free(&b);
+    return rc;
 }
 
 /* 1 and the outcome if the request is settled, else 0. */
@@ -2061,11 +2903,6 @@ typedef struct {
     s_cols_t cols;   /* see S_LEDGER_COLS */
 } s_ledger_row_t;
 
-#define S_LEDGER_COLS                                                                              \
-    "SELECT agent_id, seq, req_id, attempt, user_id, model, input_tokens, cached_tokens, "         \
-    "output_tokens, estimated, cost, fee, credit, hold_amount, price_from, fee_ppm, created_ms, "  \
-    "prev_hash, hash FROM ledger"
-
 /* Binds the columns of a ledger query (S_LEDGER_COLS) to x. */
 static int s_ledger_bind(store_t *s, MYSQL_STMT *st, s_ledger_row_t *x)
 {
@@ -2114,25 +2951,28 @@ static int s_ledger_fetch(store_t *s, MYSQL_STMT *st, s_ledger_row_t *x)
 static int s_ledger_range(store_t *s, const char *agent_id, uint64_t from_seq, size_t limit,
                           ledger_row_t **out, size_t *n)
 {
-    MYSQL_BIND b[3];
-    unsigned long len;
-    long long from = (long long)from_seq, lim = (long long)limit;
-    s_bind_str(&b[0], agent_id, &len);
-    s_bind_i64(&b[1], &from);
-    s_bind_i64(&b[2], &lim);
-    MYSQL_STMT *st;
-    int rc = s_exec(s, "ledger range",
-                    S_LEDGER_COLS " WHERE agent_id = ? AND seq >= ? ORDER BY seq LIMIT ?", b, &st);
-    if (rc < 0)
-        return rc;
+    s_params_t p;
+    int rc = s_params_init(&p, 3);
+    MYSQL_STMT *st = NULL;
+    if (rc == 0) {
+        s_add_str(&p, agent_id);
+        s_add_i64(&p, (long long)from_seq);
+        s_add_i64(&p, (long long)limit);
+        rc = s_exec_q(s, S_Q_LEDGER_RANGE, 0, &p, &st);
+    }
+    if (rc == 0 && mysql_stmt_store_result(st) != 0)
+        rc = s_stmt_fail(s, st, "ledger range");
     void *arr = NULL;
     size_t count = 0, cap = 0;
-    s_ledger_row_t *x = malloc(sizeof(*x));
-    rc = x ? s_ledger_bind(s, st, x) : -ENOMEM;
+    s_ledger_row_t *x = rc == 0 ? malloc(sizeof(*x)) : NULL;
+    if (rc == 0)
+        rc = x ? s_ledger_bind(s, st, x) : -ENOMEM;
     while (rc == 0 && (rc = s_ledger_fetch(s, st, x)) == 0)
         rc = store_array_push(&arr, &count, &cap, &x->r, sizeof(x->r));
     free(x);
-    mysql_stmt_close(st);
+    if (st)
+        mysql_stmt_free_result(st);
+    s_params_free(&p);
     if (rc < 0) {
         free(arr);
         return rc;
@@ -2169,17 +3009,16 @@ static int s_ledger_by_req(store_t *s, const uint8_t req_id[16], ledger_row_t *o
 static int s_ledger_ack(store_t *s, const char *agent_id, uint64_t seq)
 {
     static const uint8_t zeros[LEDGER_HASH_LEN];
-    MYSQL_BIND b[3];
-    unsigned long len[2];
-    long long v = (long long)seq;
-    s_bind_str(&b[0], agent_id, &len[0]);
-    s_bind_blob(&b[1], zeros, LEDGER_HASH_LEN, &len[1]);
-    s_bind_i64(&b[2], &v);
-    return s_exec_done(s, "ledger ack",
-                       "INSERT INTO agent_accounts (agent_id, credit, last_seq, last_hash, "
-                       "acked_seq) VALUES (?, 0, 0, ?, ?) ON DUPLICATE KEY UPDATE "
-                       "acked_seq = GREATEST(acked_seq, VALUES(acked_seq))",
-                       b, NULL);
+    s_params_t p;
+    int rc = s_params_init(&p, 3);
+    if (rc == 0) {
+        s_add_str(&p, agent_id);
+        s_add_blob(&p, zeros, LEDGER_HASH_LEN);
+        s_add_i64(&p, (long long)seq);
+        rc = s_exec_q(s, S_Q_LEDGER_ACK, 0, &p, NULL);
+    }
+    s_params_free(&p);
+    return rc;
 }
 
 /* Every agent account, ordered by agent_id. */
@@ -2327,8 +3166,10 @@ int store_mysql_open(store_t *s, const store_params_t *params, char *err, size_t
         snprintf(err, errlen, "store: mysql_url names no database (mysql://user:pass@host/db)");
         return -EINVAL;
     }
-    MYSQL *my = mysql_init(NULL);
+    s_conn_t *c = calloc(1, sizeof(*c));
+    MYSQL *my = c ? mysql_init(NULL) : NULL;
     if (!my) {
+        free(c);
         store_mysql_url_free(&u);
         snprintf(err, errlen, "store: out of memory");
         return -ENOMEM;
@@ -2350,11 +3191,13 @@ int store_mysql_open(store_t *s, const store_params_t *params, char *err, size_t
                  u.user, mysql_error(my));
         s_scrub(err, u.password);
         mysql_close(my);
+        free(c);
         store_mysql_url_free(&u);
         return s_errno(code);
     }
     store_mysql_url_free(&u);
-    s->db = my;
+    c->my = my;
+    s->db = c;
     s->ops = &s_ops;
     return 0;
 }
