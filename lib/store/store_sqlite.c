@@ -251,9 +251,39 @@ static int s_copy_text(store_t *s, sqlite3_stmt *st, int col, char *dst, size_t 
     return 0;
 }
 
-/* Reads the current row of an agent query (id, name, pubkey, status, created_at). */
-static int s_read_agent(store_t *s, sqlite3_stmt *st, store_agent_t *a)
+/* Reads one row of a query into item (a struct of the caller's type). */
+typedef int (*s_row_reader_t)(store_t *s, sqlite3_stmt *st, void *item);
+
+/* Steps a prepared query to its end, reading each row with read into a malloc'd array of
+ * size-byte items; finalizes st. 0 with *arr and *n set, or a negative errno (nothing kept). */
+static int s_collect(store_t *s, sqlite3_stmt *st, const char *what, size_t size,
+                     s_row_reader_t read, void **arr, size_t *n)
 {
+    void *items = NULL, *item = malloc(size);
+    size_t count = 0, cap = 0;
+    int rc = item ? 0 : -ENOMEM, step = SQLITE_DONE;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        rc = read(s, st, item);
+        if (rc == 0)
+            rc = store_array_push(&items, &count, &cap, item, size);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = s_fail(s, what);
+    sqlite3_finalize(st);
+    free(item);
+    if (rc < 0) {
+        free(items);
+        return rc;
+    }
+    *arr = items;
+    *n = count;
+    return 0;
+}
+
+/* Reads the current row of an agent query (id, name, pubkey, status, created_at). */
+static int s_read_agent(store_t *s, sqlite3_stmt *st, void *item)
+{
+    store_agent_t *a = item;
     memset(a, 0, sizeof(*a));
     int rc = s_copy_text(s, st, 0, a->id, sizeof(a->id));
     if (rc == 0)
@@ -300,25 +330,11 @@ static int s_agent_list(store_t *s, store_agent_t **out, size_t *n)
     int rc = s_prepare(s, S_AGENT_COLS " ORDER BY created_at, id", &st);
     if (rc < 0)
         return rc;
-    store_agent_t *arr = NULL;
-    size_t count = 0, cap = 0;
-    int step;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        store_agent_t a;
-        rc = s_read_agent(s, st, &a);
-        if (rc == 0)
-            rc = store_agents_push(&arr, &count, &cap, &a);
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, "agent list");
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    rc = s_collect(s, st, "agent list", sizeof(**out), s_read_agent, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* Sets an agent's status and moves its rev to MAX(rev) + 1 in the same statement. */
@@ -376,8 +392,9 @@ static int s_user_add(store_t *s, const char *name, int64_t created_at, int64_t 
 }
 
 /* Reads the current row of a user query (id, name, status, created_at). */
-static int s_read_user(store_t *s, sqlite3_stmt *st, store_user_t *u)
+static int s_read_user(store_t *s, sqlite3_stmt *st, void *item)
 {
+    store_user_t *u = item;
     memset(u, 0, sizeof(*u));
     u->id = sqlite3_column_int64(st, 0);
     int rc = s_copy_text(s, st, 1, u->name, sizeof(u->name));
@@ -415,25 +432,11 @@ static int s_user_list(store_t *s, store_user_t **out, size_t *n)
     int rc = s_prepare(s, S_USER_COLS " ORDER BY id", &st);
     if (rc < 0)
         return rc;
-    void *arr = NULL;
-    size_t count = 0, cap = 0;
-    int step;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        store_user_t u;
-        rc = s_read_user(s, st, &u);
-        if (rc == 0)
-            rc = store_array_push(&arr, &count, &cap, &u, sizeof(u));
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, "user list");
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    rc = s_collect(s, st, "user list", sizeof(**out), s_read_user, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* Sets a user's status and moves its rev to the next keys rev in the same statement. */
@@ -475,8 +478,9 @@ static int s_key_add(store_t *s, int64_t user_id, const char *key_id, const uint
 }
 
 /* Reads the current row of a key query (see S_KEY_COLS). */
-static int s_read_key(store_t *s, sqlite3_stmt *st, store_key_t *k)
+static int s_read_key(store_t *s, sqlite3_stmt *st, void *item)
 {
+    store_key_t *k = item;
     memset(k, 0, sizeof(*k));
     int rc = s_copy_text(s, st, 0, k->id, sizeof(k->id));
     if (rc == 0)
@@ -564,25 +568,11 @@ static int s_key_list(store_t *s, int64_t user_id, store_key_t **out, size_t *n)
         return rc;
     if (user_id > 0)
         sqlite3_bind_int64(st, 1, user_id);
-    void *arr = NULL;
-    size_t count = 0, cap = 0;
-    int step;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        store_key_t k;
-        rc = s_read_key(s, st, &k);
-        if (rc == 0)
-            rc = store_array_push(&arr, &count, &cap, &k, sizeof(k));
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, "key list");
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    rc = s_collect(s, st, "key list", sizeof(**out), s_read_key, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* The highest rev of users and api_keys (0 when both are empty). */
@@ -673,8 +663,9 @@ static int s_copy_blob(store_t *s, sqlite3_stmt *st, int col, void *dst, size_t 
 }
 
 /* Reads the current row of a price query (see S_PRICE_COLS). */
-static int s_read_price(store_t *s, sqlite3_stmt *st, store_price_t *p)
+static int s_read_price(store_t *s, sqlite3_stmt *st, void *item)
 {
+    store_price_t *p = item;
     memset(p, 0, sizeof(*p));
     p->effective_from = sqlite3_column_int64(st, 1);
     p->input = sqlite3_column_int64(st, 2);
@@ -721,25 +712,11 @@ static int s_price_list(store_t *s, store_price_t **out, size_t *n)
     int rc = s_prepare(s, S_PRICE_COLS " ORDER BY model, effective_from", &st);
     if (rc < 0)
         return rc;
-    void *arr = NULL;
-    size_t count = 0, cap = 0;
-    int step = SQLITE_DONE;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        store_price_t p;
-        rc = s_read_price(s, st, &p);
-        if (rc == 0)
-            rc = store_array_push(&arr, &count, &cap, &p, sizeof(p));
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, "price list");
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    rc = s_collect(s, st, "price list", sizeof(**out), s_read_price, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* The newest version of model with effective_from <= at_ms. */
@@ -1070,8 +1047,9 @@ static int s_usage_put(store_t *s, const store_usage_t *u, size_t n)
     "r.received_at FROM usage_reports r"
 
 /* Reads the current row of a usage query (see S_USAGE_COLS). */
-static int s_read_usage(store_t *s, sqlite3_stmt *st, store_usage_t *u)
+static int s_read_usage(store_t *s, sqlite3_stmt *st, void *item)
 {
+    store_usage_t *u = item;
     memset(u, 0, sizeof(*u));
     int rc = s_copy_blob(s, st, 0, u->req_id, 16);
     if (rc == 0)
@@ -1093,29 +1071,15 @@ static int s_read_usage(store_t *s, sqlite3_stmt *st, store_usage_t *u)
     return rc;
 }
 
-/* Runs a prepared usage query to its end into a malloc'd array; finalizes st. */
+/* Runs a prepared usage query to its end; finalizes st. */
 static int s_usage_rows(store_t *s, sqlite3_stmt *st, const char *what, store_usage_t **out,
                         size_t *n)
 {
-    void *arr = NULL;
-    size_t count = 0, cap = 0;
-    int rc = 0, step = SQLITE_DONE;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        store_usage_t u;
-        rc = s_read_usage(s, st, &u);
-        if (rc == 0)
-            rc = store_array_push(&arr, &count, &cap, &u, sizeof(u));
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, what);
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    int rc = s_collect(s, st, what, sizeof(**out), s_read_usage, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* Reports of unsettled requests, oldest first, at most limit. */
@@ -1353,8 +1317,9 @@ static int s_ledger_head(store_t *s, const char *agent_id, uint64_t *seq, uint8_
     "prev_hash, hash FROM ledger"
 
 /* Reads the current row of a ledger query (see S_LEDGER_COLS). */
-static int s_read_ledger(store_t *s, sqlite3_stmt *st, ledger_row_t *r)
+static int s_read_ledger(store_t *s, sqlite3_stmt *st, void *item)
 {
+    ledger_row_t *r = item;
     memset(r, 0, sizeof(*r));
     int rc = s_copy_text(s, st, 0, r->agent_id, sizeof(r->agent_id));
     if (rc == 0)
@@ -1394,25 +1359,11 @@ static int s_ledger_range(store_t *s, const char *agent_id, uint64_t from_seq, s
     sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (int64_t)from_seq);
     sqlite3_bind_int64(st, 3, (int64_t)limit);
-    void *arr = NULL;
-    size_t count = 0, cap = 0;
-    int step = SQLITE_DONE;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        ledger_row_t r;
-        rc = s_read_ledger(s, st, &r);
-        if (rc == 0)
-            rc = store_array_push(&arr, &count, &cap, &r, sizeof(r));
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, "ledger range");
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    rc = s_collect(s, st, "ledger range", sizeof(**out), s_read_ledger, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* The ledger row of one request. */
@@ -1448,6 +1399,17 @@ static int s_ledger_ack(store_t *s, const char *agent_id, uint64_t seq)
     return s_run(s, st, "ledger ack");
 }
 
+/* Reads the current row of an account query (agent_id, credit, last_seq, acked_seq). */
+static int s_read_account(store_t *s, sqlite3_stmt *st, void *item)
+{
+    store_account_t *a = item;
+    memset(a, 0, sizeof(*a));
+    a->credit = sqlite3_column_int64(st, 1);
+    a->last_seq = (uint64_t)sqlite3_column_int64(st, 2);
+    a->acked_seq = (uint64_t)sqlite3_column_int64(st, 3);
+    return s_copy_text(s, st, 0, a->agent_id, sizeof(a->agent_id));
+}
+
 /* Every agent account, ordered by agent_id. */
 static int s_account_list(store_t *s, store_account_t **out, size_t *n)
 {
@@ -1458,29 +1420,11 @@ static int s_account_list(store_t *s, store_account_t **out, size_t *n)
                        &st);
     if (rc < 0)
         return rc;
-    void *arr = NULL;
-    size_t count = 0, cap = 0;
-    int step = SQLITE_DONE;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        store_account_t a;
-        memset(&a, 0, sizeof(a));
-        rc = s_copy_text(s, st, 0, a.agent_id, sizeof(a.agent_id));
-        a.credit = sqlite3_column_int64(st, 1);
-        a.last_seq = (uint64_t)sqlite3_column_int64(st, 2);
-        a.acked_seq = (uint64_t)sqlite3_column_int64(st, 3);
-        if (rc == 0)
-            rc = store_array_push(&arr, &count, &cap, &a, sizeof(a));
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = s_fail(s, "account list");
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        free(arr);
-        return rc;
-    }
-    *out = arr;
-    *n = count;
-    return 0;
+    void *arr;
+    rc = s_collect(s, st, "account list", sizeof(**out), s_read_account, &arr, n);
+    if (rc == 0)
+        *out = arr;
+    return rc;
 }
 
 /* Hub-wide sums, read by one statement (one snapshot). */
