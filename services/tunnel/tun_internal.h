@@ -38,6 +38,9 @@ typedef struct tun_conn {
     uint8_t *models;           /* the models it serves: its presence's STRLIST bytes, owned */
     size_t models_len;         /* their length */
     uint32_t models_count;     /* how many */
+    uint8_t *formats;          /* the formats of each model: presence's model_formats, owned */
+    size_t formats_len;        /* their length */
+    uint32_t formats_count;    /* how many */
     uint64_t capacity;         /* concurrent requests it accepts (0: unknown) */
     size_t nstreams;           /* their count */
     struct tun_conn *prev;     /* all connections */

@@ -153,6 +153,7 @@ static void s_publish_presence(tun_server_t *srv, tun_conn_t *c, const char *sta
     p->tunnel = (bus_str_t){srv->cfg->tunnel_name, strlen(srv->cfg->tunnel_name)};
     p->reason = (bus_str_t){reason, strlen(reason)};
     p->models = (bus_list_t){c->models, c->models_len, c->models_count};
+    p->model_formats = (bus_list_t){c->formats, c->formats_len, c->formats_count};
     p->capacity = c->capacity;
     p->in_flight = c->nstreams;
     if (tun_encode(srv, &env) != 0)
@@ -439,14 +440,24 @@ static void s_on_ready_message(tun_conn_t *c, const bus_env_t *env, const uint8_
             return;
         }
         uint8_t *models = p->models.len ? malloc(p->models.len) : NULL;
-        if (p->models.len && !models)
+        uint8_t *formats = p->model_formats.len ? malloc(p->model_formats.len) : NULL;
+        if ((p->models.len && !models) || (p->model_formats.len && !formats)) {
+            free(models);
+            free(formats);
             return;
+        }
         if (p->models.len)
             memcpy(models, p->models.p, p->models.len);
+        if (p->model_formats.len)
+            memcpy(formats, p->model_formats.p, p->model_formats.len);
         free(c->models);
         c->models = models;
         c->models_len = p->models.len;
         c->models_count = p->models.count;
+        free(c->formats);
+        c->formats = formats;
+        c->formats_len = p->model_formats.len;
+        c->formats_count = p->model_formats.count;
         c->capacity = p->capacity;
         if (c->registered)
             s_publish_presence(srv, c, "up", "models announced");
@@ -619,6 +630,7 @@ static void s_conn_free(tun_conn_t *c)
         c->next->prev = c->prev;
     srv->nconns--;
     free(c->models);
+    free(c->formats);
     free(c);
 }
 

@@ -118,6 +118,19 @@ static void s_gv_presence(bus_env_t *e, bus_buf_t *scratch)
     e->u.presence.tunnel = bus_str_c("ipc:///var/lib/relayhub/tunnel-1.pub");
     if (bus_list_encode_strs(scratch, m, 3, &e->u.presence.models) < 0)
         e->type = BUS_T_UNKNOWN;
+    static const char *const formats[] = {"openai", "anthropic openai", "gemini"};
+    bus_str_t f[3];
+    for (int i = 0; i < 3; i++)
+        f[i] = bus_str_c(formats[i]);
+    /* A second list in the same scratch could move the first one's bytes: its own buffer. */
+    static bus_buf_t fscratch;
+    static bool fscratch_ready;
+    if (!fscratch_ready)
+        bus_buf_init(&fscratch, 0);
+    fscratch_ready = true;
+    bus_buf_reset(&fscratch);
+    if (bus_list_encode_strs(&fscratch, f, 3, &e->u.presence.model_formats) < 0)
+        e->type = BUS_T_UNKNOWN;
     e->u.presence.in_flight = 3;
     e->u.presence.capacity = 16;
     e->u.presence.reason = bus_str_c("connected");
