@@ -16,8 +16,51 @@
  *   response.failed) carries response.usage (input_tokens, output_tokens,
  *   input_tokens_details.cached_tokens); a body has the same usage at its top level.
  *
- * Streams are parsed with lib/sse, one JSON document per event (max_bytes bounds one event).
- * Bodies are gathered (up to max_bytes; over it nothing is read) and parsed at usage_finish().
+ * Anthropic Messages (api.anthropic.com /v1/messages):
+ * - stream: SSE "event: NAME" + "data: {...}" in the order message_start (message.usage:
+ *   input_tokens, cache_creation_input_tokens, cache_read_input_tokens, and output_tokens: 1,
+ *   which is not a count to add), content_block_start, ping, content_block_delta (text_delta
+ *   .text, input_json_delta.partial_json, thinking_delta.thinking count as output characters),
+ *   content_block_stop, message_delta (usage.output_tokens: cumulative, the final total; newer
+ *   answers repeat the input figures there too), message_stop (done). An "error" event after
+ *   the 200 counts as a vendor error.
+ * - body: the message object with the same usage at its top level.
+ * - input_tokens = input_tokens + cache_creation_input_tokens + cache_read_input_tokens;
+ *   cached_input_tokens = cache_read_input_tokens (Anthropic's input_tokens excludes both).
+ *
+ * Gemini (AI Studio generateContent / streamGenerateContent, and Vertex AI's same methods):
+ * - streamed with alt=sse: SSE "data: {GenerateContentResponse}" events ended by "\r\n\r\n";
+ *   usageMetadata is on every chunk and cumulative: the last one holds the totals. There is no
+ *   end marker: done once an event with a candidate's finishReason (and usageMetadata) has been
+ *   read.
+ * - body: one GenerateContentResponse, or (streamGenerateContent without alt=sse) a JSON array
+ *   of them, whose last element with usageMetadata holds the totals (read only when the array
+ *   is whole; an array cut short still counts the text of its whole elements).
+ * - input_tokens = promptTokenCount + toolUsePromptTokenCount; cached_input_tokens =
+ *   cachedContentTokenCount; output_tokens = candidatesTokenCount + thoughtsTokenCount.
+ *   Output characters: candidates[].content.parts[].text.
+ *
+ * AWS Bedrock runtime (lib/eventstream frames when streamed):
+ * - converse, body: usage {inputTokens, outputTokens, cacheReadInputTokens,
+ *   cacheWriteInputTokens}; input_tokens = inputTokens + cacheRead + cacheWrite, cached =
+ *   cacheReadInputTokens.
+ * - converse-stream: events messageStart, contentBlockStart, contentBlockDelta (delta.text,
+ *   delta.toolUse.input, delta.reasoningContent.text count as output characters),
+ *   contentBlockStop, messageStop, metadata (usage as for converse; done).
+ * - invoke, body: the model's own JSON; the figures come from the response headers
+ *   x-amzn-bedrock-input-token-count and x-amzn-bedrock-output-token-count (and
+ *   x-amzn-bedrock-cache-read-input-token-count, -cache-write-input-token-count), given with
+ *   usage_header(); done when the body is whole JSON.
+ * - invoke-with-response-stream: "chunk" events whose JSON payload is {"bytes": base64 of one
+ *   model event}; for Anthropic models that event is a Messages stream event (read as above for
+ *   output characters); the last one carries "amazon-bedrock-invocationMetrics" {inputTokenCount,
+ *   outputTokenCount, cacheReadInputTokenCount, cacheWriteInputTokenCount}: found and done.
+ * - a message with :message-type "exception" counts as a vendor error; a frame whose CRC fails
+ *   counts as malformed and stops the reading (the relay goes on).
+ *
+ * Streams are parsed with lib/sse (or lib/eventstream), one JSON document per event (max_bytes
+ * bounds one event). Bodies are gathered (up to max_bytes; over it nothing is read) and parsed
+ * at usage_finish().
  */
 #ifndef USAGE_H
 #define USAGE_H
@@ -32,6 +75,10 @@ typedef enum {
     USAGE_OPENAI_COMPLETIONS, /* /v1/completions */
     USAGE_OPENAI_EMBEDDINGS,  /* /v1/embeddings */
     USAGE_OPENAI_RESPONSES,   /* /v1/responses */
+    USAGE_ANTHROPIC_MESSAGES, /* Anthropic /v1/messages */
+    USAGE_GEMINI,             /* Gemini / Vertex generateContent, streamGenerateContent */
+    USAGE_BEDROCK_CONVERSE,   /* Bedrock converse (streaming: converse-stream, event stream) */
+    USAGE_BEDROCK_INVOKE,     /* Bedrock invoke (streaming: invoke-with-response-stream) */
 } usage_format_t;
 
 /* What the sniffer has read so far. */
@@ -54,17 +101,22 @@ typedef struct {
 /* One stream event, as classified for the relay. */
 typedef struct {
     uint64_t start;  /* stream offset of its first raw byte */
-    uint64_t end;    /* stream offset just past its blank line */
-    bool usage_only; /* a chunk with usage and no choices: the one include_usage adds */
+    uint64_t end;    /* stream offset just past its blank line (event stream: its last byte) */
+    bool usage_only; /* a chunk with usage and no choices: the one include_usage adds
+                        (OpenAI formats only; always false for the others) */
 } usage_event_t;
 
 /* Called for every complete stream event, in order. A gateway whose user did not ask for
- * usage drops the bytes [start, end) of the usage_only events from what it forwards. */
+ * usage drops the bytes [start, end) of the usage_only events from what it forwards. For the
+ * Bedrock event streams it is called once per message whose CRCs check (exceptions included),
+ * with the message's exact bytes and usage_only false; never for a message skipped for size
+ * nor after a bad frame. */
 typedef void (*usage_event_fn)(void *arg, const usage_event_t *ev);
 
 typedef struct usage_sniffer usage_sniffer_t;
 
-/* New sniffer for one response: its format, whether it is an SSE stream, and the most bytes
+/* New sniffer for one response: its format, whether it is a stream (SSE; for the Bedrock
+ * formats an AWS event stream; a Gemini JSON-array stream counts as a body), and the most bytes
  * of one event (streamed) or of the whole body (not streamed) it will read. NULL on failure
  * (also for an unknown format or max_bytes 0). */
 usage_sniffer_t *usage_new(usage_format_t fmt, bool streaming, size_t max_bytes);
@@ -80,6 +132,14 @@ void usage_set_event_cb(usage_sniffer_t *s, usage_event_fn fn, void *arg);
  * read), -ENOMEM; -EINVAL after usage_finish() or for bad arguments. */
 int usage_feed(usage_sniffer_t *s, const uint8_t *buf, size_t len);
 
+/* Gives one response header (before any body byte; names case-insensitive). Only Bedrock's
+ * invoke, not streamed, reads any (x-amzn-bedrock-*-token-count): found as soon as the input
+ * and output counts are both given as decimal integers (blanks around allowed); a count that is
+ * not one counts as malformed and is dropped (the last copy of a header wins). Others, and the
+ * invoke stream (whose figures are in the stream), ignore them. */
+void usage_header(usage_sniffer_t *s, const char *name, size_t nlen, const char *value,
+                  size_t vlen);
+
 /* The response is over (complete or cut short): reads a gathered body, settles a stream. */
 void usage_finish(usage_sniffer_t *s);
 
@@ -87,7 +147,10 @@ void usage_finish(usage_sniffer_t *s);
 const usage_t *usage_get(const usage_sniffer_t *s);
 
 /* Stream offset from which bytes belong to an event not complete yet: every byte before it
- * has been classified (usage_event_fn called). For a body, the bytes fed so far. */
+ * has been classified (usage_event_fn called). For an event stream, the start of the message
+ * not complete yet (a relay that forwards up to it forwards whole messages only); once a bad
+ * frame stopped the reading, or after usage_finish(), the bytes fed so far. For a body, the
+ * bytes fed so far. */
 uint64_t usage_hold_from(const usage_sniffer_t *s);
 
 /* The figures a request is billed on: the one rule the gateway (on what the user got) and the

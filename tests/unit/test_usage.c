@@ -1,7 +1,9 @@
-/* Unit tests for lib/usage: token figures read from vendor-shaped OpenAI and Azure OpenAI
- * streams and bodies, the same whatever the chunking and line endings; the usage-only chunk's
- * offsets (cut it out and the stream stays valid, without usage); missing usage, limits,
- * malformed and error events; the billing figures rule (usage_bill). */
+/* Unit tests for lib/usage: token figures read from vendor-shaped OpenAI, Azure OpenAI,
+ * Anthropic, Gemini and Bedrock streams (SSE and AWS event streams) and bodies, the same
+ * whatever the chunking and line endings; the usage-only chunk's offsets (cut it out and the
+ * stream stays valid, without usage); streams cut short; Bedrock's invoke headers; missing
+ * usage, limits, malformed frames and events, error events; the billing figures rule
+ * (usage_bill). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "eventstream.h"
 #include "usage.h"
 
 /* ---- Vendor-shaped samples (shapes from OpenAI's API reference and Azure's recordings) ---- */
@@ -1191,6 +1196,1039 @@ static void test_vendor_errors_in_streams(void **state)
     assert_int_equal(r.u.vendor_errors, 0);
 }
 
+/* ---- Anthropic, Gemini and Bedrock ---- */
+
+/* Anthropic Messages stream (shapes from Anthropic's streaming reference): a thinking block, a
+ * text block and a tool_use block. message_start: 25 in + 100 cache writes + 2000 cache reads
+ * (output_tokens 1: a placeholder); message_delta: 89 out. Generated text: "Let me think." (13)
+ * + "Hello" (5) + ", wörld ☃" (9) + "" + {"location": "Paris"} (21) = 48 code points. 16 events;
+ * the usage is complete with message_delta (14), the answer with message_stop (15). */
+static const char ANTHROPIC_STREAM[] =
+    "event: message_start\n"
+    "data: "
+    "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\""
+    ":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\""
+    "stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_inp"
+    "ut_tokens\":100,\"cache_read_input_tokens\":2000,\"cache_creation\":{\"ephemeral_5m_input_tok"
+    "ens\":100,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":1,\"service_tier\":\"standard\"}}"
+    "}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: "
+    "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\""
+    "thinking\":\"\",\"signature\":\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: "
+    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"th"
+    "inking\":\"Let me think.\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: "
+    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"s"
+    "ignature\":\"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: "
+    "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text"
+    "\":\"\"}}\n"
+    "\n"
+    "event: ping\n"
+    "data: {\"type\": \"ping\"}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: "
+    "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\""
+    ":\"Hello\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: "
+    "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\""
+    ":\", w\xc3\xb6rld \xe2\x98\x83\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: "
+    "{\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\""
+    "id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: "
+    "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\""
+    "partial_json\":\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: "
+    "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\""
+    "partial_json\":\"{\\\"location\\\": \\\"Paris\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":2}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: "
+    "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":nul"
+    "l},\"usage\":{\"output_tokens\":89}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
+/* Gemini streamGenerateContent?alt=sse (shapes from recorded gemini-2.5-flash answers):
+ * usageMetadata on every chunk, cumulative; the finishReason chunk holds the totals: 2048 in
+ * (1024 cached), 7 candidates + 25 thoughts = 32 out. Text "**Thinking about it**" (a thought
+ * part, 21) + "The quick" (9) + " brown fox jumps über" (21) = 51 code points. */
+static const char GEMINI_STREAM[] =
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"**Thinking about it**\",\"tho"
+    "ught\": true}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 2"
+    "048,\"totalTokenCount\": 2048,\"promptTokensDetails\": [{\"modality\": \"TEXT\",\"tokenCount\""
+    ": 2048}]},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"mAitaJDoNbXt7M8PwvqKwQk\"}"
+    "\n"
+    "\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"The quick\"}],\"role\": \"mode"
+    "l\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 2048,\"candidatesTokenCount\": "
+    "2,\"totalTokenCount\": 2075,\"cachedContentTokenCount\": 1024,\"promptTokensDetails\": [{\"mo"
+    "dality\": \"TEXT\",\"tokenCount\": 2048}],\"thoughtsTokenCount\": 25},\"modelVersion\": \"gemi"
+    "ni-2.5-flash\",\"responseId\": \"mAitaJDoNbXt7M8PwvqKwQk\"}\n"
+    "\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" brown fox jumps \xc3\xbc"
+    "ber\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": "
+    "{\"pr"
+    "omptTokenCount\": 2048,\"candidatesTokenCount\": 7,\"totalTokenCount\": 2080,\"cachedConten"
+    "tTokenCount\": 1024,\"promptTokensDetails\": [{\"modality\": \"TEXT\",\"tokenCount\": 2048}],"
+    "\"cacheTokensDetails\": [{\"modality\": \"TEXT\",\"tokenCount\": 1024}],\"thoughtsTokenCount"
+    "\": 25},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"mAitaJDoNbXt7M8PwvqKwQk\"}\n"
+    "\n";
+
+/* Gemini streamGenerateContent without alt=sse: one JSON array, elements separated as Google
+ * sends them ("\n,\r\n"). 9 in, 5 out; "The quick" + " brown fox" = 19 code points. */
+static const char GEMINI_ARRAY[] = "[{\n"
+                                   "  \"candidates\": [\n"
+                                   "    {\n"
+                                   "      \"content\": {\n"
+                                   "        \"parts\": [\n"
+                                   "          {\n"
+                                   "            \"text\": \"The quick\"\n"
+                                   "          }\n"
+                                   "        ],\n"
+                                   "        \"role\": \"model\"\n"
+                                   "      },\n"
+                                   "      \"index\": 0\n"
+                                   "    }\n"
+                                   "  ],\n"
+                                   "  \"usageMetadata\": {\n"
+                                   "    \"promptTokenCount\": 9,\n"
+                                   "    \"totalTokenCount\": 9\n"
+                                   "  },\n"
+                                   "  \"modelVersion\": \"gemini-2.0-flash\"\n"
+                                   "}\n"
+                                   ",\r\n"
+                                   "{\n"
+                                   "  \"candidates\": [\n"
+                                   "    {\n"
+                                   "      \"content\": {\n"
+                                   "        \"parts\": [\n"
+                                   "          {\n"
+                                   "            \"text\": \" brown fox\"\n"
+                                   "          }\n"
+                                   "        ],\n"
+                                   "        \"role\": \"model\"\n"
+                                   "      },\n"
+                                   "      \"finishReason\": \"STOP\",\n"
+                                   "      \"index\": 0\n"
+                                   "    }\n"
+                                   "  ],\n"
+                                   "  \"usageMetadata\": {\n"
+                                   "    \"promptTokenCount\": 9,\n"
+                                   "    \"candidatesTokenCount\": 5,\n"
+                                   "    \"totalTokenCount\": 14\n"
+                                   "  },\n"
+                                   "  \"modelVersion\": \"gemini-2.0-flash\"\n"
+                                   "}\n"
+                                   "]";
+
+/* Gemini generateContent body: 11 in, 6 out (+ 0 thoughts); "1+1 equals 2." = 13 code points */
+static const char GEMINI_BODY[] = "{\n"
+                                  "  \"candidates\": [\n"
+                                  "    {\n"
+                                  "      \"content\": {\n"
+                                  "        \"parts\": [\n"
+                                  "          {\n"
+                                  "            \"text\": \"1+1 equals 2.\"\n"
+                                  "          }\n"
+                                  "        ],\n"
+                                  "        \"role\": \"model\"\n"
+                                  "      },\n"
+                                  "      \"finishReason\": \"STOP\",\n"
+                                  "      \"avgLogprobs\": -0.0028\n"
+                                  "    }\n"
+                                  "  ],\n"
+                                  "  \"usageMetadata\": {\n"
+                                  "    \"promptTokenCount\": 8,\n"
+                                  "    \"candidatesTokenCount\": 6,\n"
+                                  "    \"totalTokenCount\": 17,\n"
+                                  "    \"toolUsePromptTokenCount\": 3,\n"
+                                  "    \"promptTokensDetails\": [\n"
+                                  "      {\n"
+                                  "        \"modality\": \"TEXT\",\n"
+                                  "        \"tokenCount\": 8\n"
+                                  "      }\n"
+                                  "    ]\n"
+                                  "  },\n"
+                                  "  \"modelVersion\": \"gemini-2.0-flash\",\n"
+                                  "  \"responseId\": \"Il0taoSYJ5Cez7IPvu2x4Qs\"\n"
+                                  "}\n";
+
+/* Anthropic Messages body: 2125 in (2000 cached), 40 out; "Hi!" (3) + tool input {"q":"é"} as
+ * compact JSON (9) = 12 code points */
+static const char ANTHROPIC_BODY[] =
+    "{\"id\":\"msg_013Zva2CMHLNnXjNJJKqJ2EF\",\"type\":\"message\",\"role\":\"assistant\","
+    "\"model\":"
+    "\"claude-sonnet-4-5-20250929\",\"content\":[{\"type\":\"text\",\"text\":\"Hi!\"},{\"type\":"
+    "\"to"
+    "ol_use\",\"id\":\"toolu_01A09q90qw90lq917835lq9\",\"name\":\"search\",\"input\":{\"q\":"
+    "\"\xc3\xa9"
+    "\"}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"cac"
+    "he_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,\"output_tokens\":40}}";
+
+/* Bedrock converse body: 30 + 2000 cache reads + 500 cache writes in, 628 out; "Thinking."
+ * (9) + "Bonjour à tous" (14) + {"sign":"WZPZ"} (15) = 38 code points */
+static const char CONVERSE_BODY[] =
+    "{\"metrics\":{\"latencyMs\":1275},\"output\":{\"message\":{\"content\":[{\"reasoningContent\":"
+    "{"
+    "\"reasoningText\":{\"text\":\"Thinking.\",\"signature\":\"ErcBCkgIAhABGAIiQH\"}}},{\"text\":"
+    "\"B"
+    "onjour \xc3\xa0 "
+    "tous\"},{\"toolUse\":{\"toolUseId\":\"tooluse_kZJMlvQmRJ6eAyJE5GIl7Q\",\"name\""
+    ":\"top_song\",\"input\":{\"sign\":\"WZPZ\"}}}],\"role\":\"assistant\"}},\"stopReason\":\"tool_"
+    "u"
+    "se\",\"usage\":{\"inputTokens\":30,\"outputTokens\":628,\"totalTokens\":3158,\"cacheReadInput"
+    "Tokens\":2000,\"cacheWriteInputTokens\":500}}";
+
+/* Bedrock invoke body for Claude (the Anthropic message, no usage read from it: the figures are
+ * headers); "Hello!" = 6 code points */
+static const char INVOKE_BODY[] =
+    "{\"id\":\"msg_bdrk_01Q9xZ\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-3-"
+    "5-h"
+    "aiku-20241022\",\"content\":[{\"type\":\"text\",\"text\":\"Hello!\"}],\"stop_reason\":\"end_tu"
+    "rn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":999,\"output_tokens\":999}}";
+
+/* Appends one event-stream message (the encoder under test in test_eventstream). */
+static void es_add(str_t *s, const char *const *names, const char *const *values, size_t n,
+                   const char *payload)
+{
+    size_t len = 0;
+    uint8_t *m = es_encode(names, values, n, (const uint8_t *)payload, strlen(payload), &len);
+    assert_non_null(m);
+    str_add(s, (const char *)m, len);
+    free(m);
+}
+
+/* Appends an "event" message of the given type with a JSON payload. */
+static void es_event(str_t *s, const char *type, const char *payload)
+{
+    const char *names[] = {":event-type", ":content-type", ":message-type"};
+    const char *values[] = {type, "application/json", "event"};
+    es_add(s, names, values, 3, payload);
+}
+
+/* Appends an "exception" message. */
+static void es_exception(str_t *s, const char *type, const char *payload)
+{
+    const char *names[] = {":exception-type", ":content-type", ":message-type"};
+    const char *values[] = {type, "application/json", "exception"};
+    es_add(s, names, values, 3, payload);
+}
+
+/* Appends an invoke-with-response-stream chunk carrying one model event (base64). */
+static void es_chunk(str_t *s, const char *event)
+{
+    size_t n = strlen(event);
+    size_t b64_len = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = malloc(b64_len);
+    assert_non_null(b64);
+    sodium_bin2base64(b64, b64_len, (const unsigned char *)event, n,
+                      sodium_base64_VARIANT_ORIGINAL);
+    str_t payload = {0};
+    str_cat(&payload, "{\"bytes\":\"");
+    str_cat(&payload, b64);
+    str_cat(&payload, "\",\"p\":\"abcdefghijklmnopqrstuvwxyzABCDEFGH\"}");
+    es_event(s, "chunk", payload.p);
+    free(payload.p);
+    free(b64);
+}
+
+/* Bedrock converse-stream (event names and payloads as the runtime sends them, "p" padding
+ * included): 12 + 1000 cache reads + 500 cache writes in, 20 out; "Hello" (5) + ", wörld" (7)
+ * + tool input {"sign": "WZPZ"} (16) = 28 code points. 9 messages; metadata (8) is the last. */
+static str_t build_converse_stream(void)
+{
+    str_t s = {0};
+    str_add(&s, "", 0);
+    es_event(
+        &s, "messageStart",
+        "{\"p\":\"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0\",\"role\":\"assistant\"}");
+    es_event(
+        &s, "contentBlockDelta",
+        "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hello\"},\"p\":\"abcdefghijklmnopqrstuvw"
+        "xyzABCDEFGHIJKLMNOPQRSTUV\"}");
+    es_event(
+        &s, "contentBlockDelta",
+        "{\"contentBlockIndex\":0,\"delta\":{\"text\":\", w\xc3\xb6rld\"},\"p\":\"abcdefghij\"}");
+    es_event(&s, "contentBlockStop",
+             "{\"contentBlockIndex\":0,\"p\":\"abcdefghijklmnopqrstuvwxyzABCDEF\"}");
+    es_event(
+        &s, "contentBlockStart",
+        "{\"contentBlockIndex\":1,\"p\":\"abcd\",\"start\":{\"toolUse\":{\"name\":\"top_song\","
+        "\"toolUseId\":\"tooluse_kZJMlvQmRJ6eAyJE5GIl7Q\"}}}");
+    es_event(
+        &s, "contentBlockDelta",
+        "{\"contentBlockIndex\":1,\"delta\":{\"toolUse\":{\"input\":\"{\\\"sign\\\": \\\"WZPZ\\\"}"
+        "\"}},\"p\":\"ab\"}");
+    es_event(&s, "contentBlockStop", "{\"contentBlockIndex\":1,\"p\":\"abcdefghijklm\"}");
+    es_event(
+        &s, "messageStop",
+        "{\"p\":\"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567\",\"stopReason\":"
+        "\"tool_use\"}");
+    es_event(
+        &s, "metadata",
+        "{\"metrics\":{\"latencyMs\":697},\"p\":\"abcdefghijklmnopqrstuvwxyzABCDEF\",\"usage\":"
+        "{\"inputTokens\":12,\"outputTokens\":20,\"totalTokens\":1532,\"cacheReadInputTokens\""
+        ":1000,\"cacheWriteInputTokens\":500}}");
+    return s;
+}
+
+/* Bedrock invoke-with-response-stream for Claude: Anthropic Messages events in base64 chunks;
+ * the last (message_stop) carries amazon-bedrock-invocationMetrics: 25 + 100 cache reads + 50
+ * cache writes in, 15 out. The inner message_delta's own figures are not Bedrock's. "Hello" +
+ * "!" = 6 code points. 7 messages; the metrics are in the last (6). */
+static str_t build_invoke_stream(void)
+{
+    str_t s = {0};
+    str_add(&s, "", 0);
+    es_chunk(&s,
+             "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_bdrk_01Q9xZ\",\"type\":\"mess"
+             "age\",\"role\":\"assistant\",\"model\":\"claude-3-5-haiku-20241022\",\"content\":[],"
+             "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"outpu"
+             "t_tokens\":1}}}");
+    es_chunk(&s,
+             "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\","
+             "\"text\":\"\"}}");
+    es_chunk(&s, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                 "\"text\":\"Hello\"}}");
+    es_chunk(&s, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                 "\"text\":\"!\"}}");
+    es_chunk(&s, "{\"type\":\"content_block_stop\",\"index\":0}");
+    es_chunk(&s, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequen"
+                 "ce\":null},\"usage\":{\"output_tokens\":14}}");
+    es_chunk(&s,
+             "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{\"inputTokenCoun"
+             "t\":25,\"outputTokenCount\":15,\"invocationLatency\":1234,\"firstByteLatency\":456,"
+             "\"cacheReadInputTokenCount\":100,\"cacheWriteInputTokenCount\":50}}");
+    return s;
+}
+
+/* A stream of the newer formats and what it holds. */
+typedef struct {
+    const char *name;        /* for messages */
+    usage_format_t fmt;      /* its format */
+    const char *text;        /* SSE text ("\n" line ends), or NULL: built by build */
+    str_t (*build)(void);    /* builds a binary event stream */
+    int64_t in, out, cached; /* the usage */
+    int64_t chars;           /* code points of generated content */
+    uint32_t events;         /* events (SSE) or messages (event stream) */
+    size_t found_ev;         /* index of the event that completes the usage */
+    size_t done_ev;          /* index of the event that ends the answer */
+} vendor_case_t;
+
+static const vendor_case_t s_vendor_cases[] = {
+    {"anthropic", USAGE_ANTHROPIC_MESSAGES, ANTHROPIC_STREAM, NULL, 2125, 89, 2000, 48, 16, 14, 15},
+    {"gemini", USAGE_GEMINI, GEMINI_STREAM, NULL, 2048, 32, 1024, 51, 3, 2, 2},
+    {"bedrock converse-stream", USAGE_BEDROCK_CONVERSE, NULL, build_converse_stream, 1512, 20, 1000,
+     28, 9, 8, 8},
+    {"bedrock invoke stream", USAGE_BEDROCK_INVOKE, NULL, build_invoke_stream, 175, 15, 100, 6, 7,
+     6, 6},
+};
+
+#define N_VENDOR_CASES (sizeof s_vendor_cases / sizeof s_vendor_cases[0])
+
+/* The case's stream with the given line ends (SSE) or as built (event stream). */
+static str_t vendor_text(const vendor_case_t *c, const char *eol)
+{
+    return c->text ? with_eol(c->text, eol) : c->build();
+}
+
+/* Checks a whole run of a vendor case. */
+static void check_vendor_case(const vendor_case_t *c, const run_t *r, size_t len)
+{
+    print_message("  %s\n", c->name);
+    assert_true(r->u.found);
+    assert_true(r->u.done);
+    assert_int_equal(r->u.input_tokens, c->in);
+    assert_int_equal(r->u.output_tokens, c->out);
+    assert_int_equal(r->u.cached_input_tokens, c->cached);
+    assert_int_equal(r->u.output_chars, c->chars);
+    assert_int_equal(r->u.events, c->events);
+    assert_int_equal(r->u.malformed, 0);
+    assert_int_equal(r->u.oversize, 0);
+    assert_int_equal(r->u.vendor_errors, 0);
+    /* Every event is reported, never as usage-only; event-stream messages tile the stream. */
+    assert_int_equal(r->log.n, c->events);
+    assert_int_equal(usage_only_index(r), -1);
+    for (size_t i = 1; i < r->log.n; i++) {
+        if (c->text)
+            assert_true(r->log.ev[i].start >= r->log.ev[i - 1].end);
+        else
+            assert_int_equal(r->log.ev[i].start, r->log.ev[i - 1].end);
+    }
+    if (!c->text) {
+        assert_int_equal(r->log.ev[0].start, 0);
+        assert_int_equal(r->log.ev[r->log.n - 1].end, len);
+    }
+}
+
+/* Every stream of the newer formats gives its figures whatever the chunking (and for SSE the
+ * line ends: Gemini's own are "\r\n"). */
+static void test_vendor_streams_every_split(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_VENDOR_CASES; i++) {
+        const vendor_case_t *c = &s_vendor_cases[i];
+        for (size_t e = 0; e < (c->text ? 3 : 1); e++) {
+            str_t s = vendor_text(c, s_eols[e]);
+            run_t r;
+            check_every_split(c->fmt, true, MAX_EV_BYTES, s.p, s.len, &r);
+            check_vendor_case(c, &r, s.len);
+            free(s.p);
+        }
+    }
+}
+
+/* Cut short anywhere: the text so far is counted; found only once the event with the final
+ * figures is whole, done only once the last one is. */
+static void test_vendor_streams_cut_short(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_VENDOR_CASES; i++) {
+        const vendor_case_t *c = &s_vendor_cases[i];
+        str_t s = vendor_text(c, "\n"); /* CRLF: a cut before the last "\n" still ends it */
+        run_t whole;
+        sniff(c->fmt, true, MAX_EV_BYTES, s.p, s.len, &whole);
+        uint64_t found_at = whole.log.ev[c->found_ev].end;
+        uint64_t done_at = whole.log.ev[c->done_ev].end;
+        int64_t prev_chars = 0;
+        for (size_t len = 0; len <= s.len; len++) {
+            run_t r;
+            sniff(c->fmt, true, MAX_EV_BYTES, s.p, len, &r);
+            assert_int_equal(r.u.found, len >= found_at);
+            assert_int_equal(r.u.done, len >= done_at);
+            if (!r.u.found)
+                assert_int_equal(r.u.input_tokens + r.u.output_tokens, 0);
+            assert_true(r.u.output_chars >= prev_chars);
+            assert_int_equal(r.u.malformed, 0);
+            prev_chars = r.u.output_chars;
+        }
+        assert_int_equal(prev_chars, c->chars);
+        free(s.p);
+    }
+}
+
+/* usage_hold_from: every byte before it belongs to an event already reported; for an event
+ * stream it is the start of the message not complete yet. */
+static void test_vendor_streams_hold_from(void **state)
+{
+    (void)state;
+    uint64_t seed = 3;
+    for (size_t i = 0; i < N_VENDOR_CASES; i++) {
+        const vendor_case_t *c = &s_vendor_cases[i];
+        str_t s = vendor_text(c, "\n");
+        usage_sniffer_t *u = usage_new(c->fmt, true, MAX_EV_BYTES);
+        assert_non_null(u);
+        evlog_t log = {0};
+        usage_set_event_cb(u, on_event, &log);
+        size_t pos = 0;
+        while (pos < s.len) {
+            size_t k = 1 + (size_t)(rnd(&seed) % 97);
+            k = k < s.len - pos ? k : s.len - pos;
+            assert_int_equal(usage_feed(u, (const uint8_t *)s.p + pos, k), 0);
+            pos += k;
+            uint64_t hold = usage_hold_from(u);
+            assert_true(hold <= pos);
+            assert_int_equal(hold, log.n ? log.ev[log.n - 1].end : 0);
+        }
+        usage_finish(u);
+        assert_int_equal(usage_hold_from(u), s.len);
+        usage_destroy(&u);
+        free(s.p);
+    }
+}
+
+/* Anthropic's message_start output_tokens (1) is a placeholder: never the output count, and
+ * never added to message_delta's; newer message_delta figures repeat (and win over) the input
+ * counts. */
+static void test_anthropic_usage_rules(void **state)
+{
+    (void)state;
+    const char *delta = strstr(ANTHROPIC_STREAM, "event: message_delta");
+    assert_non_null(delta);
+    run_t r;
+    sniff(USAGE_ANTHROPIC_MESSAGES, true, MAX_EV_BYTES, ANTHROPIC_STREAM,
+          (size_t)(delta - ANTHROPIC_STREAM), &r);
+    assert_false(r.u.found);
+    assert_int_equal(r.u.output_tokens, 0);
+    assert_int_equal(r.u.input_tokens, 0);
+
+    static const char newer[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\","
+        "\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":10,"
+        "\"output_tokens\":1}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"ok\"}}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{"
+        "\"input_tokens\":12,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,"
+        "\"output_tokens\":7,\"server_tool_use\":{\"web_search_requests\":0}}}\n\n"
+        "event: message_stop\n"
+        "data: {\"type\":\"message_stop\"}\n\n";
+    check_every_split(USAGE_ANTHROPIC_MESSAGES, true, MAX_EV_BYTES, newer, strlen(newer), &r);
+    assert_true(r.u.found);
+    assert_true(r.u.done);
+    assert_int_equal(r.u.input_tokens, 19);
+    assert_int_equal(r.u.cached_input_tokens, 4);
+    assert_int_equal(r.u.output_tokens, 7);
+    assert_int_equal(r.u.output_chars, 2);
+
+    /* A message_delta without its output count: message_start's placeholder does not stand in
+     * for it. */
+    static const char no_output[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,"
+        "\"output_tokens\":1}}}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":{}}\n\n";
+    sniff(USAGE_ANTHROPIC_MESSAGES, true, MAX_EV_BYTES, no_output, strlen(no_output), &r);
+    assert_false(r.u.found);
+    assert_int_equal(r.u.output_tokens, 0);
+    assert_int_equal(r.u.malformed, 1);
+
+    /* A message_delta with no input count anywhere cannot be billed: malformed. */
+    static const char no_start[] =
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n";
+    sniff(USAGE_ANTHROPIC_MESSAGES, true, MAX_EV_BYTES, no_start, strlen(no_start), &r);
+    assert_false(r.u.found);
+    assert_int_equal(r.u.malformed, 1);
+}
+
+/* Gemini: usage is read only at or after a finishReason; a finish chunk without usage waits for
+ * a later chunk that has it; CRLF events; errors in the stream. */
+static void test_gemini_stream_rules(void **state)
+{
+    (void)state;
+    /* Google's own line ends, checked literally. */
+    static const char crlf[] =
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hi\"}],\"role\": "
+        "\"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 4,"
+        "\"candidatesTokenCount\": 1,\"totalTokenCount\": 5}}\r\n\r\n"
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" there\"}],\"role\": "
+        "\"model\"},\"finishReason\": \"STOP\",\"index\": 0}]}\r\n\r\n"
+        "data: {\"usageMetadata\": {\"promptTokenCount\": 4,\"candidatesTokenCount\": 2,"
+        "\"totalTokenCount\": 6}}\r\n\r\n";
+    run_t r;
+    check_every_split(USAGE_GEMINI, true, MAX_EV_BYTES, crlf, strlen(crlf), &r);
+    assert_true(r.u.found);
+    assert_true(r.u.done);
+    assert_int_equal(r.u.events, 3);
+    assert_int_equal(r.u.input_tokens, 4);
+    assert_int_equal(r.u.output_tokens, 2); /* the last figures, not the first chunk's */
+    assert_int_equal(r.u.output_chars, 8);
+    assert_int_equal(r.log.n, 3);
+    /* Without the last event: the finish is there but not the totals. */
+    const char *last = strstr(crlf, "data: {\"usageMetadata\"");
+    sniff(USAGE_GEMINI, true, MAX_EV_BYTES, crlf, (size_t)(last - crlf), &r);
+    assert_false(r.u.found);
+    assert_false(r.u.done);
+    assert_int_equal(r.u.output_chars, 8);
+
+    /* An error after some text (Google's error shape). */
+    static const char err[] =
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Par\"}],\"role\": "
+        "\"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 4,"
+        "\"totalTokenCount\": 4}}\r\n\r\n"
+        "data: {\"error\": {\"code\": 503,\"message\": \"The model is overloaded. Please try "
+        "again later.\",\"status\": \"UNAVAILABLE\"}}\r\n\r\n";
+    check_every_split(USAGE_GEMINI, true, MAX_EV_BYTES, err, strlen(err), &r);
+    assert_false(r.u.found);
+    assert_false(r.u.done);
+    assert_int_equal(r.u.vendor_errors, 1);
+    assert_int_equal(r.u.output_chars, 3);
+
+    /* Safety stop with nothing generated: the totals have no candidates count (0 out). */
+    static const char blocked[] =
+        "data: {\"candidates\": [{\"finishReason\": \"SAFETY\",\"index\": 0,\"safetyRatings\": "
+        "[{\"category\": \"HARM_CATEGORY_HARASSMENT\",\"probability\": \"HIGH\",\"blocked\": "
+        "true}]}],\"usageMetadata\": {\"promptTokenCount\": 12,\"totalTokenCount\": 12}}\r\n\r\n";
+    sniff(USAGE_GEMINI, true, MAX_EV_BYTES, blocked, strlen(blocked), &r);
+    assert_true(r.u.found);
+    assert_int_equal(r.u.input_tokens, 12);
+    assert_int_equal(r.u.output_tokens, 0);
+}
+
+/* Bodies of the newer formats: figures, text, cut short anywhere. */
+static void test_vendor_bodies(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        usage_format_t fmt;
+        const char *text;
+        int64_t in, out, cached, chars;
+    } b[] = {
+        {"anthropic", USAGE_ANTHROPIC_MESSAGES, ANTHROPIC_BODY, 2125, 40, 2000, 12},
+        {"gemini", USAGE_GEMINI, GEMINI_BODY, 11, 6, 0, 13},
+        {"gemini array", USAGE_GEMINI, GEMINI_ARRAY, 9, 5, 0, 19},
+        {"bedrock converse", USAGE_BEDROCK_CONVERSE, CONVERSE_BODY, 2530, 628, 2000, 38},
+    };
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
+        print_message("  %s\n", b[i].name);
+        run_t r;
+        check_every_split(b[i].fmt, false, 1 << 20, b[i].text, strlen(b[i].text), &r);
+        assert_true(r.u.found);
+        assert_true(r.u.done);
+        assert_int_equal(r.u.input_tokens, b[i].in);
+        assert_int_equal(r.u.output_tokens, b[i].out);
+        assert_int_equal(r.u.cached_input_tokens, b[i].cached);
+        assert_int_equal(r.u.output_chars, b[i].chars);
+        assert_int_equal(r.u.malformed, 0);
+        assert_int_equal(r.u.vendor_errors, 0);
+        assert_int_equal(r.log.n, 0);
+        /* Cut short anywhere before its last bracket: never found nor done, one malformed. */
+        size_t whole_at = strlen(b[i].text);
+        while (b[i].text[whole_at - 1] != '}' && b[i].text[whole_at - 1] != ']')
+            whole_at--;
+        for (size_t len = 1; len < whole_at; len++) {
+            sniff(b[i].fmt, false, 1 << 20, b[i].text, len, &r);
+            assert_false(r.u.found);
+            assert_false(r.u.done);
+            assert_int_equal(r.u.malformed, 1);
+        }
+    }
+}
+
+/* A Gemini array cut short counts the text of its whole elements; empty and odd arrays. */
+static void test_gemini_array_body(void **state)
+{
+    (void)state;
+    const char *second = strstr(GEMINI_ARRAY, ",\r\n{");
+    assert_non_null(second);
+    size_t first_end = (size_t)(second - GEMINI_ARRAY);
+    size_t n = strlen(GEMINI_ARRAY);
+    for (size_t len = 1; len < n; len++) {
+        run_t r;
+        sniff(USAGE_GEMINI, false, 1 << 20, GEMINI_ARRAY, len, &r);
+        assert_false(r.u.found);
+        assert_false(r.u.done);
+        assert_int_equal(r.u.malformed, 1);
+        int64_t want = len < first_end - 1 ? 0 : len < n - 2 ? 9 : 19;
+        if (r.u.output_chars != want)
+            fail_msg("cut at %zu: %lld chars, want %lld", len, (long long)r.u.output_chars,
+                     (long long)want);
+    }
+    static const struct {
+        const char *text;
+        bool done;
+        uint32_t malformed;
+        bool found;
+    } c[] = {
+        {"[]", true, 0, false},
+        {" [ ] \r\n", true, 0, false},
+        {"[", false, 1, false},
+        {"[{\"usageMetadata\":{\"promptTokenCount\":3}}] x", false, 1, false},
+        {"[{\"usageMetadata\":{\"promptTokenCount\":3}} {}]", false, 1, false},
+        {"[{\"usageMetadata\":{\"promptTokenCount\":3}},]", false, 1, false},
+        {"[1]", false, 1, false},
+        {"[{\"usageMetadata\":{\"promptTokenCount\":3}},{\"candidates\":[]}]", true, 0, true},
+        {"[{\"usageMetadata\":{\"promptTokenCount\":3}},{\"usageMetadata\":{}}]", true, 1, false},
+        {"[{\"error\":{\"code\":429,\"message\":\"Resource has been exhausted\",\"status\":"
+         "\"RESOURCE_EXHAUSTED\"}}]",
+         true, 0, false},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        run_t r;
+        sniff(USAGE_GEMINI, false, 1 << 20, c[i].text, strlen(c[i].text), &r);
+        print_message("  %s\n", c[i].text);
+        assert_int_equal(r.u.done, c[i].done);
+        assert_int_equal(r.u.malformed, c[i].malformed);
+        assert_int_equal(r.u.found, c[i].found);
+    }
+}
+
+/* Gives the sniffer one header. */
+static void header(usage_sniffer_t *s, const char *name, const char *value)
+{
+    usage_header(s, name, strlen(name), value, strlen(value));
+}
+
+/* Bedrock invoke: the figures are the x-amzn-bedrock-*-token-count headers. */
+static void test_bedrock_invoke_headers(void **state)
+{
+    (void)state;
+    usage_sniffer_t *s = usage_new(USAGE_BEDROCK_INVOKE, false, 1 << 20);
+    assert_non_null(s);
+    header(s, "Content-Type", "application/json");
+    header(s, "X-Amzn-Bedrock-Input-Token-Count", "25");
+    assert_false(usage_get(s)->found);
+    header(s, "x-amzn-bedrock-output-token-count", " 15 ");
+    assert_true(usage_get(s)->found); /* both counts given: found before the body */
+    header(s, "X-AMZN-BEDROCK-CACHE-READ-INPUT-TOKEN-COUNT", "100");
+    header(s, "x-amzn-bedrock-cache-write-input-token-count", "50");
+    header(s, "x-amzn-bedrock-invocation-latency", "1234");
+    assert_int_equal(usage_feed(s, (const uint8_t *)INVOKE_BODY, strlen(INVOKE_BODY)), 0);
+    usage_finish(s);
+    const usage_t *u = usage_get(s);
+    assert_true(u->found);
+    assert_true(u->done);
+    assert_int_equal(u->input_tokens, 175);
+    assert_int_equal(u->cached_input_tokens, 100);
+    assert_int_equal(u->output_tokens, 15); /* the headers, not the body's usage */
+    assert_int_equal(u->output_chars, 6);
+    assert_int_equal(u->malformed, 0);
+    usage_destroy(&s);
+
+    /* Header cases: what is given, and whether that is found (and how much is malformed). */
+    static const struct {
+        const char *in, *out, *cache_read;
+        bool found;
+        int64_t in_tokens;
+        uint32_t malformed;
+    } c[] = {
+        {"25", "15", NULL, true, 25, 0},
+        {"0", "0", NULL, true, 0, 0},
+        {"25", NULL, NULL, false, 0, 0},
+        {NULL, "15", NULL, false, 0, 0},
+        {"25", "abc", NULL, false, 0, 1},
+        {"-1", "15", NULL, false, 0, 1},
+        {"+1", "15", NULL, false, 0, 1},
+        {"1.5", "15", NULL, false, 0, 1},
+        {"", "15", NULL, false, 0, 1},
+        {"   ", "15", NULL, false, 0, 1},
+        {"1 2", "15", NULL, false, 0, 1},
+        {"1234567890123456789", "15", NULL, false, 0, 1}, /* 19 digits */
+        {"999999999999999999", "15", NULL, true, 999999999999999999, 0},
+        {"25", "15", "x", true, 25, 1}, /* a bad cache count is not counted */
+        {"25", "15", "7", true, 32, 0},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        s = usage_new(USAGE_BEDROCK_INVOKE, false, 1 << 20);
+        assert_non_null(s);
+        if (c[i].in)
+            header(s, "x-amzn-bedrock-input-token-count", c[i].in);
+        if (c[i].out)
+            header(s, "x-amzn-bedrock-output-token-count", c[i].out);
+        if (c[i].cache_read)
+            header(s, "x-amzn-bedrock-cache-read-input-token-count", c[i].cache_read);
+        usage_finish(s); /* no body at all */
+        u = usage_get(s);
+        if (u->found != c[i].found || u->input_tokens != c[i].in_tokens ||
+            u->malformed != c[i].malformed)
+            fail_msg("case %zu: found %d in %lld malformed %u", i, (int)u->found,
+                     (long long)u->input_tokens, u->malformed);
+        assert_false(u->done);
+        usage_destroy(&s);
+    }
+
+    /* A later bad copy of a header undoes what the good one gave. */
+    s = usage_new(USAGE_BEDROCK_INVOKE, false, 1 << 20);
+    header(s, "x-amzn-bedrock-input-token-count", "25");
+    header(s, "x-amzn-bedrock-output-token-count", "15");
+    header(s, "x-amzn-bedrock-output-token-count", "n/a");
+    assert_false(usage_get(s)->found);
+    assert_int_equal(usage_get(s)->output_tokens, 0);
+    /* Cut short: the headers' figures stand, the body is not done. */
+    header(s, "x-amzn-bedrock-output-token-count", "15");
+    assert_int_equal(usage_feed(s, (const uint8_t *)INVOKE_BODY, 20), 0);
+    usage_finish(s);
+    assert_true(usage_get(s)->found);
+    assert_false(usage_get(s)->done);
+    header(s, "x-amzn-bedrock-input-token-count", "1"); /* after the end: ignored */
+    assert_int_equal(usage_get(s)->input_tokens, 25);
+    usage_destroy(&s);
+
+    /* Other formats, and the invoke stream (figures in the stream), ignore the headers. */
+    static const usage_format_t others[] = {USAGE_OPENAI_CHAT, USAGE_ANTHROPIC_MESSAGES,
+                                            USAGE_GEMINI, USAGE_BEDROCK_CONVERSE};
+    for (size_t i = 0; i < sizeof others / sizeof others[0] + 1; i++) {
+        bool invoke_stream = i == sizeof others / sizeof others[0];
+        s = usage_new(invoke_stream ? USAGE_BEDROCK_INVOKE : others[i], invoke_stream, 4096);
+        assert_non_null(s);
+        header(s, "x-amzn-bedrock-input-token-count", "25");
+        header(s, "x-amzn-bedrock-output-token-count", "15");
+        assert_false(usage_get(s)->found);
+        usage_destroy(&s);
+    }
+    usage_header(NULL, "a", 1, "b", 1);
+}
+
+/* Vendor errors inside streams of the newer formats, and as bodies. */
+static void test_vendor_errors_newer_formats(void **state)
+{
+    (void)state;
+    static const char anthropic[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\","
+        "\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":10,"
+        "\"output_tokens\":1}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"Hel\"}}\n\n"
+        "event: error\n"
+        "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":"
+        "\"Overloaded\"}}\n\n";
+    run_t r;
+    check_every_split(USAGE_ANTHROPIC_MESSAGES, true, MAX_EV_BYTES, anthropic, strlen(anthropic),
+                      &r);
+    assert_false(r.u.found);
+    assert_false(r.u.done);
+    assert_int_equal(r.u.vendor_errors, 1);
+    assert_int_equal(r.u.output_chars, 3);
+    assert_int_equal(r.u.events, 3);
+
+    /* converse-stream: a throttling exception after some text. */
+    str_t s = {0};
+    str_add(&s, "", 0);
+    es_event(&s, "messageStart", "{\"p\":\"abc\",\"role\":\"assistant\"}");
+    es_event(&s, "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hel\"}}");
+    es_exception(&s, "throttlingException",
+                 "{\"message\":\"Too many requests, please wait before trying again.\"}");
+    check_every_split(USAGE_BEDROCK_CONVERSE, true, MAX_EV_BYTES, s.p, s.len, &r);
+    assert_false(r.u.found);
+    assert_false(r.u.done);
+    assert_int_equal(r.u.vendor_errors, 1);
+    assert_int_equal(r.u.output_chars, 3);
+    assert_int_equal(r.u.events, 3);
+    assert_int_equal(r.u.malformed, 0);
+    free(s.p);
+
+    /* invoke stream: a model stream error. */
+    s = (str_t){0};
+    str_add(&s, "", 0);
+    es_chunk(&s, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                 "\"text\":\"Hi\"}}");
+    es_exception(&s, "modelStreamErrorException",
+                 "{\"message\":\"Model stream error\",\"originalStatusCode\":529,"
+                 "\"originalMessage\":\"Overloaded\"}");
+    check_every_split(USAGE_BEDROCK_INVOKE, true, MAX_EV_BYTES, s.p, s.len, &r);
+    assert_false(r.u.found);
+    assert_int_equal(r.u.vendor_errors, 1);
+    assert_int_equal(r.u.output_chars, 2);
+    free(s.p);
+
+    /* Error bodies. */
+    static const struct {
+        usage_format_t fmt;
+        const char *body;
+    } b[] = {
+        {USAGE_ANTHROPIC_MESSAGES,
+         "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error"
+         "\",\"message\":\"invalid x-api-key\"},\"request_id\":\"req_1\"}"},
+        {USAGE_GEMINI,
+         "{\"error\":{\"code\":400,\"message\":\"API key not valid. Please pass a valid "
+         "API key.\",\"status\":\"INVALID_ARGUMENT\"}}"},
+        {USAGE_BEDROCK_CONVERSE, "{\"message\":\"The security token included in the request is "
+                                 "invalid.\"}"},
+        {USAGE_BEDROCK_INVOKE, "{\"message\":\"Malformed input request: extraneous key [stream] is "
+                               "not permitted, please reformat your input and try again.\"}"},
+    };
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
+        sniff(b[i].fmt, false, 1 << 20, b[i].body, strlen(b[i].body), &r);
+        assert_false(r.u.found);
+        assert_true(r.u.done);
+        assert_int_equal(r.u.vendor_errors, 1);
+        assert_int_equal(r.u.malformed, 0);
+    }
+}
+
+/* Malformed events of the newer formats are counted and skipped; the stream goes on. */
+static void test_malformed_newer_formats(void **state)
+{
+    (void)state;
+    static const char anthropic[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":\"10\"}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"a\"\n\n" /* cut */
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,"
+        "\"output_tokens\":1}}}\n\n"
+        "data: [DONE]\n\n" /* not Anthropic's: not JSON */
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":-3}}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n\n"
+        "event: message_stop\n"
+        "data: {\"type\":\"message_stop\"}\n\n";
+    run_t r;
+    check_every_split(USAGE_ANTHROPIC_MESSAGES, true, MAX_EV_BYTES, anthropic, strlen(anthropic),
+                      &r);
+    assert_true(r.u.found);
+    assert_true(r.u.done);
+    assert_int_equal(r.u.input_tokens, 10);
+    assert_int_equal(r.u.output_tokens, 5);
+    assert_int_equal(r.u.malformed, 4);
+    assert_int_equal(r.u.events, 7);
+
+    /* Event-stream messages that cannot be read, between good ones. */
+    str_t s = {0};
+    str_add(&s, "", 0);
+    es_event(&s, "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"ab\"}}");
+    es_event(&s, "contentBlockDelta", "not json");
+    es_add(&s, NULL, NULL, 0, "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"zz\"}}");
+    es_event(&s, "metadata", "{\"usage\":{\"inputTokens\":\"12\",\"outputTokens\":3}}");
+    es_event(&s, "metadata", "{\"metrics\":{\"latencyMs\":1}}");
+    es_event(&s, "contentBlockDelta", "[1]");
+    es_event(&s, "someFutureEvent", "{\"x\":1}");
+    es_event(&s, "metadata",
+             "{\"usage\":{\"inputTokens\":12,\"outputTokens\":3,"
+             "\"totalTokens\":15},\"metrics\":{\"latencyMs\":1}}");
+    check_every_split(USAGE_BEDROCK_CONVERSE, true, MAX_EV_BYTES, s.p, s.len, &r);
+    assert_true(r.u.found);
+    assert_true(r.u.done);
+    assert_int_equal(r.u.input_tokens, 12);
+    assert_int_equal(r.u.output_chars, 2);
+    assert_int_equal(r.u.malformed, 5);
+    assert_int_equal(r.u.events, 8);
+    free(s.p);
+
+    /* Invoke chunks whose bytes are not base64, not JSON, or missing. */
+    s = (str_t){0};
+    str_add(&s, "", 0);
+    es_event(&s, "chunk", "{\"bytes\":\"not base64!\"}");
+    es_event(&s, "chunk", "{\"bytes\":\"bm90IGpzb24=\"}"); /* "not json" */
+    es_event(&s, "chunk", "{\"p\":\"abc\"}");
+    es_event(&s, "chunk", "{\"bytes\":42}");
+    es_chunk(&s, "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{"
+                 "\"inputTokenCount\":-1,\"outputTokenCount\":15}}");
+    es_chunk(&s, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                 "\"text_delta\",\"text\":\"ok\"}}");
+    es_chunk(&s, "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{"
+                 "\"inputTokenCount\":7,\"outputTokenCount\":1,\"invocationLatency\":9,"
+                 "\"firstByteLatency\":3}}");
+    check_every_split(USAGE_BEDROCK_INVOKE, true, MAX_EV_BYTES, s.p, s.len, &r);
+    assert_true(r.u.found);
+    assert_int_equal(r.u.input_tokens, 7);
+    assert_int_equal(r.u.cached_input_tokens, 0);
+    assert_int_equal(r.u.output_tokens, 1);
+    assert_int_equal(r.u.output_chars, 2);
+    assert_int_equal(r.u.malformed, 5);
+    free(s.p);
+}
+
+/* A frame whose CRC fails: counted malformed once, nothing after it is read, and the feeds
+ * never fail (the relay goes on). */
+static void test_bad_frame_stops_reading(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_VENDOR_CASES; i++) {
+        const vendor_case_t *c = &s_vendor_cases[i];
+        if (c->text)
+            continue;
+        str_t s = c->build();
+        run_t whole;
+        sniff(c->fmt, true, MAX_EV_BYTES, s.p, s.len, &whole);
+        /* Damage the third message: its prelude, its payload, its CRC. */
+        const usage_event_t *third = &whole.log.ev[2];
+        uint64_t spots[] = {third->start + 2, third->start + 9, (third->start + third->end) / 2,
+                            third->end - 1};
+        for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++) {
+            s.p[spots[k]] ^= 0x20;
+            run_t r;
+            check_every_split(c->fmt, true, MAX_EV_BYTES, s.p, s.len, &r);
+            assert_int_equal(r.emsgsize, 0);
+            assert_int_equal(r.u.malformed, 1);
+            assert_int_equal(r.u.events, 2);
+            assert_int_equal(r.log.n, 2);
+            assert_false(r.u.found);
+            assert_false(r.u.done);
+            /* Nothing is held back once the reading stopped. */
+            usage_sniffer_t *u = usage_new(c->fmt, true, MAX_EV_BYTES);
+            assert_int_equal(usage_feed(u, (const uint8_t *)s.p, s.len), 0);
+            assert_int_equal(usage_hold_from(u), s.len);
+            usage_destroy(&u);
+            s.p[spots[k]] ^= 0x20;
+        }
+        free(s.p);
+    }
+}
+
+/* An event-stream message over max_bytes is stepped over unread (one -EMSGSIZE); the rest is
+ * read. */
+static void test_event_stream_message_limit(void **state)
+{
+    (void)state;
+    str_t s = {0};
+    str_add(&s, "", 0);
+    es_event(&s, "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"abc\"}}");
+    str_t big = {0};
+    str_cat(&big, "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"lost\"},\"p\":\"");
+    str_fill(&big, 'x', 3000);
+    str_cat(&big, "\"}");
+    es_event(&s, "contentBlockDelta", big.p);
+    es_event(&s, "metadata", "{\"usage\":{\"inputTokens\":12,\"outputTokens\":3}}");
+    run_t r;
+    check_every_split(USAGE_BEDROCK_CONVERSE, true, 1024, s.p, s.len, &r);
+    assert_true(r.u.found);
+    assert_int_equal(r.u.output_chars, 3);
+    assert_int_equal(r.u.oversize, 1);
+    assert_int_equal(r.emsgsize, 1);
+    assert_int_equal(r.u.events, 2);
+    assert_int_equal(r.u.malformed, 0);
+    /* At the limit it is read. */
+    check_every_split(USAGE_BEDROCK_CONVERSE, true, MAX_EV_BYTES, s.p, s.len, &r);
+    assert_int_equal(r.u.output_chars, 7);
+    assert_int_equal(r.u.oversize, 0);
+    free(big.p);
+    free(s.p);
+}
+
+/* Constructors of the newer formats; a sniffer destroyed mid-message frees what it holds. */
+static void test_newer_formats_api(void **state)
+{
+    (void)state;
+    assert_null(usage_new((usage_format_t)(USAGE_BEDROCK_INVOKE + 1), true, 1024));
+    for (int f = USAGE_ANTHROPIC_MESSAGES; f <= USAGE_BEDROCK_INVOKE; f++) {
+        for (int streaming = 0; streaming < 2; streaming++) {
+            usage_sniffer_t *s = usage_new((usage_format_t)f, streaming, 4096);
+            assert_non_null(s);
+            assert_int_equal(usage_feed(s, (const uint8_t *)"\0\0\0\x7b\0\0\0", 7), 0);
+            assert_int_equal(usage_hold_from(s), streaming ? 0 : 7);
+            assert_int_equal(usage_feed(s, NULL, 1), -EINVAL);
+            usage_destroy(&s);
+            assert_null(s);
+        }
+    }
+    /* Finished mid-message: nothing read, nothing held, later feeds refused. */
+    str_t c = build_converse_stream();
+    const uint8_t *p = (const uint8_t *)c.p;
+    size_t first = (size_t)p[2] << 8 | p[3]; /* the first message's length (< 64 KiB) */
+    usage_sniffer_t *s = usage_new(USAGE_BEDROCK_CONVERSE, true, 4096);
+    assert_int_equal(usage_feed(s, p, first + 20), 0);
+    assert_int_equal(usage_get(s)->events, 1);
+    assert_int_equal(usage_hold_from(s), first);
+    usage_finish(s);
+    assert_int_equal(usage_hold_from(s), first + 20);
+    assert_int_equal(usage_feed(s, p + first + 20, 10), -EINVAL);
+    assert_int_equal(usage_get(s)->malformed, 0);
+    usage_destroy(&s);
+    free(c.p);
+}
+
 /* ---- API edges ---- */
 
 /* Constructor checks, NULL-safe destroy, feeds after the end, the hold offset. */
@@ -1372,6 +2410,19 @@ int main(void)
         cmocka_unit_test(test_stream_event_limit),
         cmocka_unit_test(test_malformed_events),
         cmocka_unit_test(test_vendor_errors_in_streams),
+        cmocka_unit_test(test_vendor_streams_every_split),
+        cmocka_unit_test(test_vendor_streams_cut_short),
+        cmocka_unit_test(test_vendor_streams_hold_from),
+        cmocka_unit_test(test_anthropic_usage_rules),
+        cmocka_unit_test(test_gemini_stream_rules),
+        cmocka_unit_test(test_vendor_bodies),
+        cmocka_unit_test(test_gemini_array_body),
+        cmocka_unit_test(test_bedrock_invoke_headers),
+        cmocka_unit_test(test_vendor_errors_newer_formats),
+        cmocka_unit_test(test_malformed_newer_formats),
+        cmocka_unit_test(test_bad_frame_stops_reading),
+        cmocka_unit_test(test_event_stream_message_limit),
+        cmocka_unit_test(test_newer_formats_api),
         cmocka_unit_test(test_api_edges),
         cmocka_unit_test(test_bill_rule_table),
         cmocka_unit_test(test_bill_rule_from_sniffer),
