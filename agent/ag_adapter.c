@@ -2,6 +2,7 @@
 #include "ag_adapter.h"
 #include "ag_bodyrw.h"
 #include "ag_curl.h"
+#include "ag_gtoken.h"
 #include "ag_map.h"
 #include "ag_proto.h"
 #include "bus_env.h"
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -23,6 +25,7 @@
 #define S_MAX_RESP_HEADER_BYTES (64 * 1024) /* their bytes */
 #define S_MAX_REQ_HEADERS 100      /* headers forwarded to the vendor */
 #define S_SNIFF_MAX (4u * 1024 * 1024) /* bytes of one event (or a whole body) the sniffer reads */
+#define S_RETRY_BASE_MS 250        /* first retry ceiling; doubles up to 32 times this */
 
 typedef struct s_xfer s_xfer_t;
 
@@ -38,6 +41,7 @@ struct ag_adapter {
     s_xfer_t *head;              /* every transfer (for shutdown) */
     struct curl_slist *connect_to; /* test-only CURLOPT_CONNECT_TO list */
     char *capath;                /* the system CA directory kept beside upstream.ca_file */
+    ag_gtoken_t **gtokens;       /* per instance (set order): Vertex access tokens, or NULL */
     bus_buf_t enc;               /* scratch encoder */
     bool stopping;               /* shutting down */
 };
@@ -48,10 +52,31 @@ struct s_xfer {
     uint8_t req_id[BUS_REQ_ID_LEN]; /* the stream */
     char hex[33];                /* req_id for logs */
     const ag_instance_t *inst;   /* the instance serving it */
-    ag_op_t op;                  /* what it does */
+    ag_path_t path;              /* the request as parsed (format, operation, model) */
+    ag_op_t op;                  /* what it does (path.op) */
+    char fmt[33];                /* the user's API format: errors made here come in its shape */
+    char url[AG_URL_MAX];        /* the vendor URL */
+    char ctype[128];             /* the request's content-type (signed for Bedrock) */
     CURL *easy;                  /* the transfer */
     struct curl_slist *hdrs;     /* request headers (one holds the key: wiped on free) */
+    struct curl_slist *try_hdrs; /* hdrs plus this try's signature or token (wiped on free) */
     bool added;                  /* in the multi */
+    /* retries (only before the first byte went to the hub) */
+    int tries;                   /* vendor calls started */
+    uint64_t first_try_us;       /* when the first began (monotonic) */
+    bus_timer_t retry_timer;     /* the wait before the next try */
+    bool retry_wait;             /* the timer runs */
+    bool discard;                /* this try's answer is being retried: its body is dropped */
+    int64_t retry_after_ms;      /* the vendor's Retry-After / retry-after-ms, -1 if none */
+    int64_t retry_delay_ms;      /* the wait chosen for the next try */
+    bool auth_retried;           /* a 401 already led to a fresh token (Vertex) */
+    ag_gtoken_waiter_t waiter;   /* queued for a Vertex token refresh */
+    bool token_wait;             /* ... and waiting */
+    uint64_t token_gen;          /* the generation of the token this try sent */
+    char start_err[200];         /* why a try could not start (for the user) */
+    char retry_why[96];          /* why the last try failed (logs) */
+    bool keep_body;              /* the whole body stays in `body` so a try can send it again */
+    bool buffered;               /* the instance needs the whole body first (Bedrock) */
     char errbuf[CURL_ERROR_SIZE]; /* curl's detail on failure */
     /* request body */
     int64_t body_size;           /* bytes announced by req.open */
@@ -64,6 +89,7 @@ struct s_xfer {
     int64_t upload_size;         /* Content-Length sent to the vendor; -1 until known */
     int64_t upload_sent;         /* bytes read by curl */
     size_t upload_credit;        /* read by curl since the last credit sent to the gateway */
+    int64_t credit_hwm;          /* upload bytes already credited (a retry reads them again) */
     bool send_paused;            /* upload paused for want of body bytes */
     /* response */
     uint64_t credit;             /* response bytes the gateway can take now */
@@ -73,10 +99,17 @@ struct s_xfer {
     bus_buf_t rh;                /* kept response headers: name\0value\0 ... */
     size_t n_rh;                 /* their count */
     bool failed;                 /* a local failure ended it (nothing more to send) */
-    bool sse;                    /* the response is an event stream */
+    bool sse;                    /* the response is an SSE stream (its content-type) */
+    bool stream_by_path;         /* the operation streams (Gemini alt=sse, Bedrock streams) */
     usage_sniffer_t *usage;      /* reads the vendor's usage from the relayed bytes */
     s_xfer_t *prev, *next;       /* the adapter's list */
 };
+
+static bool s_token_based(const s_xfer_t *x);
+static void s_token_invalidate(s_xfer_t *x);
+static int s_try_start(s_xfer_t *x);
+static int s_token_get(s_xfer_t *x, const char **token);
+static void s_on_retry_timer(bus_timer_t *t);
 
 /* ---- sending to the supervisor ---------------------------------------------------------- */
 
@@ -111,6 +144,15 @@ static int s_xfer_send(void *arg, const bus_env_t *env)
 
 /* ---- transfer lifetime -------------------------------------------------------------------- */
 
+/* Frees a header list whose lines may hold a secret. */
+static void s_slist_wipe_free(struct curl_slist **l)
+{
+    for (struct curl_slist *i = *l; i; i = i->next)
+        sodium_memzero(i->data, strlen(i->data));
+    curl_slist_free_all(*l);
+    *l = NULL;
+}
+
 /* Frees a transfer: out of the multi at once (the vendor sees the connection or stream close),
  * headers wiped. */
 static void s_xfer_free(s_xfer_t *x)
@@ -126,14 +168,17 @@ static void s_xfer_free(s_xfer_t *x)
         a->head = x->next;
     if (x->next)
         x->next->prev = x->prev;
+    if (x->retry_wait)
+        bus_timer_cancel(a->loop, &x->retry_timer);
+    if (x->token_wait)
+        ag_gtoken_cancel(&x->waiter);
     if (x->easy) {
         if (x->added)
             ag_curl_remove(a->curl, x->easy);
         curl_easy_cleanup(x->easy);
     }
-    for (struct curl_slist *l = x->hdrs; l; l = l->next)
-        sodium_memzero(l->data, strlen(l->data));
-    curl_slist_free_all(x->hdrs);
+    s_slist_wipe_free(&x->hdrs);
+    s_slist_wipe_free(&x->try_hdrs);
     bus_buf_free(&x->body);
     bus_buf_free(&x->rh);
     usage_destroy(&x->usage);
@@ -148,10 +193,16 @@ static void s_fail(s_xfer_t *x, int status, const char *code, const char *msg)
         if (x->head_sent)
             ag_reply_end_error(s_xfer_send, x, x->req_id, msg);
         else
-            ag_reply_error(s_xfer_send, x, x->req_id, status,
+            ag_reply_error(s_xfer_send, x, x->req_id, x->fmt, status,
                            status >= 500 ? "api_error" : "invalid_request_error", code, msg, msg);
     }
     s_xfer_free(x);
+}
+
+/* A try could not start: the reason found (start_err), else fallback. */
+static void s_fail_start(s_xfer_t *x, const char *fallback)
+{
+    s_fail(x, 502, "upstream_error", x->start_err[0] ? x->start_err : fallback);
 }
 
 /* ---- response: headers, body, end --------------------------------------------------------- */
@@ -186,16 +237,240 @@ static int s_send_head(s_xfer_t *x)
     if (rc == 0)
         rc = s_xfer_send(x, &e);
     bus_buf_free(&scratch);
+    /* The sniffer reads the same answer the gateway relays (its headers first: Bedrock's
+     * invoke has its token counts there). Operations that are not billed have none. */
+    int fmt = ag_op_usage(&x->path, &x->stream_by_path);
+    if (x->status >= 200 && x->status < 300 && fmt >= 0)
+        x->usage = usage_new((usage_format_t)fmt, x->sse || x->stream_by_path, S_SNIFF_MAX);
+    for (size_t i = 0; x->usage && i < n; i++)
+        usage_header(x->usage, kv[2 * i].p, kv[2 * i].len, kv[2 * i + 1].p, kv[2 * i + 1].len);
     bus_buf_free(&x->rh);
     x->n_rh = 0;
-    static const int fmts[] = {[AG_OP_CHAT] = USAGE_OPENAI_CHAT + 1,
-                               [AG_OP_COMPLETIONS] = USAGE_OPENAI_COMPLETIONS + 1,
-                               [AG_OP_EMBEDDINGS] = USAGE_OPENAI_EMBEDDINGS + 1,
-                               [AG_OP_RESPONSES] = USAGE_OPENAI_RESPONSES + 1,
-                               [AG_OP_MODELS] = 0};
-    if (x->status >= 200 && x->status < 300 && fmts[x->op])
-        x->usage = usage_new((usage_format_t)(fmts[x->op] - 1), x->sse, S_SNIFF_MAX);
     return rc;
+}
+
+/* ---- Vertex access tokens (ag_gtoken) ------------------------------------------------------- */
+
+static bool s_token_based(const s_xfer_t *x)
+{
+    return x->inst->vendor == AG_VENDOR_VERTEX;
+}
+
+/* The refresher of the instance at index i, loaded at first use; NULL (logged) if its
+ * service-account file cannot be used. */
+static ag_gtoken_t *s_gtoken_at(ag_adapter_t *a, size_t i, char *err, size_t errlen)
+{
+    if (a->gtokens[i])
+        return a->gtokens[i];
+    const ag_instance_t *in = &a->set->v[i];
+    int rc = ag_gtoken_load(in->service_account_file, &a->gtokens[i], err, errlen);
+    if (rc != 0) {
+        log_err("service_account_bad", "instance %s: %s", in->name, err);
+        return NULL;
+    }
+    const char *warn = ag_gtoken_warning(a->gtokens[i]);
+    if (warn)
+        log_warn("service_account_mode", "instance %s: %s", in->name, warn);
+    log_info("service_account_loaded", "instance %s: %s", in->name,
+             ag_gtoken_client_email(a->gtokens[i]));
+    return a->gtokens[i];
+}
+
+/* Starts a token refresh if one is due (ahead of expiry, or no token): one in flight at most. */
+static void s_token_refresh(ag_adapter_t *a, ag_gtoken_t *g, uint64_t now)
+{
+    CURL *easy = NULL;
+    if (!ag_gtoken_refresh_due(g, now) || ag_gtoken_begin(g, now, time(NULL), &easy) != 0)
+        return;
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL); /* s_on_done: not a stream */
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)a->cfg->connect_timeout_ms);
+    if (a->connect_to)
+        curl_easy_setopt(easy, CURLOPT_CONNECT_TO, a->connect_to);
+    if (a->cfg->ca_file && a->cfg->ca_file[0]) {
+        curl_easy_setopt(easy, CURLOPT_CAINFO, a->cfg->ca_file);
+        if (a->capath)
+            curl_easy_setopt(easy, CURLOPT_CAPATH, a->capath);
+    }
+    log_info("token_refresh", "fetching a Vertex access token for %s",
+             ag_gtoken_client_email(g));
+    if (ag_curl_add(a->curl, easy) != 0)
+        ag_gtoken_finish(g, easy, CURLE_FAILED_INIT, 0, now);
+}
+
+/* A refresh transfer finished (s_on_done for a handle that is no stream). */
+static void s_token_done(ag_adapter_t *a, CURL *easy, CURLcode result)
+{
+    for (size_t i = 0; i < a->set->n; i++) {
+        ag_gtoken_t *g = a->gtokens[i];
+        if (!g || ag_gtoken_inflight(g) != easy)
+            continue;
+        long status = 0;
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+        ag_curl_remove(a->curl, easy);
+        /* finish wakes the waiting requests: they start or fail. */
+        if (ag_gtoken_finish(g, easy, result, status, plat_mono_us()) == 0)
+            log_info("token_refreshed", "Vertex access token for %s renewed",
+                     ag_gtoken_client_email(g));
+        else
+            log_warn("token_refresh_failed", "instance %s: %s", a->set->v[i].name,
+                     ag_gtoken_error(g));
+        return;
+    }
+}
+
+/* A refresh this request waited for ended. */
+static void s_on_token(ag_gtoken_waiter_t *w, int rc, void *arg)
+{
+    (void)w;
+    s_xfer_t *x = arg;
+    x->token_wait = false;
+    if (rc == 0 && s_try_start(x) == 0)
+        return;
+    s_fail(x, 502, "upstream_error", x->start_err[0] ? x->start_err
+                                                      : "cannot get a Vertex access token");
+}
+
+/* This try's access token: 1 with *token set, 0 when the request waits for a refresh (it starts
+ * when that ends), or a negative errno with start_err set. */
+static int s_token_get(s_xfer_t *x, const char **token)
+{
+    ag_adapter_t *a = x->a;
+    char err[256] = "";
+    ag_gtoken_t *g = s_gtoken_at(a, (size_t)(x->inst - a->set->v), err, sizeof err);
+    if (!g) {
+        snprintf(x->start_err, sizeof x->start_err, "the provider's Vertex service account "
+                 "cannot be used (see the agent's log)");
+        return -EACCES;
+    }
+    uint64_t now = plat_mono_us();
+    s_token_refresh(a, g, now);
+    switch (ag_gtoken_state(g, now)) {
+    case AG_GTOKEN_READY:
+        *token = ag_gtoken_token(g, now, &x->token_gen);
+        return *token ? 1 : -EAGAIN;
+    case AG_GTOKEN_WAIT:
+        if (ag_gtoken_wait(g, &x->waiter, s_on_token, x) != 0)
+            break;
+        x->token_wait = true;
+        return 0;
+    case AG_GTOKEN_FAILED:
+        break;
+    }
+    snprintf(x->start_err, sizeof x->start_err, "cannot get a Vertex access token: %.150s",
+             ag_gtoken_error(g));
+    return -EACCES;
+}
+
+/* The vendor refused this try's token (401): a refresh becomes due. */
+static void s_token_invalidate(s_xfer_t *x)
+{
+    ag_gtoken_t *g = x->a->gtokens[x->inst - x->a->set->v];
+    if (g)
+        ag_gtoken_invalidate(g, x->token_gen, plat_mono_us());
+}
+
+/* ---- retries ------------------------------------------------------------------------------ */
+
+/* Reads Retry-After (seconds or an HTTP date) and retry-after-ms (OpenAI, Anthropic) from a
+ * vendor header: the least wait the vendor asks for. */
+static void s_note_retry_after(s_xfer_t *x, const char *name, size_t nl, const char *v, size_t vl)
+{
+    char val[64];
+    if (vl == 0 || vl >= sizeof val)
+        return;
+    memcpy(val, v, vl);
+    val[vl] = '\0';
+    char *end = NULL;
+    if (nl == 14 && strncasecmp(name, "retry-after-ms", 14) == 0) {
+        double ms = strtod(val, &end);
+        if (end && *end == '\0' && ms >= 0 && ms < 86400e3)
+            x->retry_after_ms = (int64_t)ms;
+    } else if (nl == 11 && strncasecmp(name, "retry-after", 11) == 0 && x->retry_after_ms < 0) {
+        long long sec = strtoll(val, &end, 10);
+        if (end && *end == '\0' && sec >= 0 && sec < 86400) {
+            x->retry_after_ms = sec * 1000;
+        } else {
+            time_t when = curl_getdate(val, NULL);
+            time_t now = time(NULL);
+            if (when > 0)
+                x->retry_after_ms = when > now ? (int64_t)(when - now) * 1000 : 0;
+        }
+    }
+}
+
+/* A status worth another try: rate limited (429), a server error (5xx; Anthropic's overload
+ * is 529). */
+static bool s_status_retryable(long status)
+{
+    return status == 429 || (status >= 500 && status <= 599);
+}
+
+/* A transfer error worth another try: the connection failed, or broke before an answer. */
+static bool s_curl_retryable(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The wait before the next try: exponential (250 ms doubling to 8 s) with jitter over its upper
+ * half, and never less than what the vendor asked for. */
+static int64_t s_retry_delay(const s_xfer_t *x)
+{
+    int shift = x->tries > 1 ? x->tries - 1 : 0;
+    int64_t ceiling = (int64_t)S_RETRY_BASE_MS << (shift < 5 ? shift : 5);
+    int64_t delay = ceiling / 2 + (int64_t)randombytes_uniform((uint32_t)(ceiling / 2) + 1);
+    return x->retry_after_ms > delay ? x->retry_after_ms : delay;
+}
+
+/* True when one more try may start after delay_ms: nothing reached the hub yet, tries and the
+ * time budget are left, and the body can be sent again. auth: the one try after a 401 that
+ * refreshed the token, outside the count. */
+static bool s_may_retry(const s_xfer_t *x, int64_t delay_ms, bool auth)
+{
+    const ag_config_t *cfg = x->a->cfg;
+    if (x->failed || x->head_sent || x->a->stopping)
+        return false;
+    if (!auth && x->tries > cfg->vendor_retries)
+        return false;
+    if (!x->keep_body && x->body_size > 0)
+        return false; /* part of the body is gone: it cannot be sent again */
+    int64_t spent_ms = (int64_t)((plat_mono_us() - x->first_try_us) / 1000);
+    return spent_ms + delay_ms <= cfg->vendor_retry_max_ms;
+}
+
+/* At the end of the final header block: is this answer one to try again? Then its body is
+ * dropped and the next try starts when the transfer is done. */
+static void s_decide_retry(s_xfer_t *x)
+{
+    if (s_status_retryable(x->status)) {
+        int64_t delay = s_retry_delay(x);
+        if (!s_may_retry(x, delay, false))
+            return; /* the user gets this answer as it is */
+        x->discard = true;
+        x->retry_delay_ms = delay;
+        snprintf(x->retry_why, sizeof x->retry_why, "the vendor answered %ld", x->status);
+    } else if (x->status == 401 && s_token_based(x) && !x->auth_retried &&
+               s_may_retry(x, 0, true)) {
+        /* An access token the vendor no longer takes: fetch a new one and try once more. */
+        x->discard = true;
+        x->auth_retried = true;
+        x->retry_delay_ms = 0;
+        s_token_invalidate(x);
+        snprintf(x->retry_why, sizeof x->retry_why, "the vendor refused the access token (401)");
+    }
 }
 
 /* CURLOPT_HEADERFUNCTION: status lines, kept headers, and the end of the final block. */
@@ -229,10 +504,10 @@ static size_t s_on_header(char *buf, size_t size, size_t nitems, void *userp)
         return n;
     }
     if (len == 0) {
-        if (x->status >= 200 && s_send_head(x) != 0) {
-            x->failed = true;
-            return 0; /* abort: the supervisor is not taking messages */
-        }
+        /* The final header block: resp.head waits for the first body byte (a 200 with no
+         * body is a failure to retry), unless this answer is one to try again. */
+        if (x->status >= 200)
+            s_decide_retry(x);
         return n;
     }
     const char *colon = memchr(buf, ':', len);
@@ -247,6 +522,7 @@ static size_t s_on_header(char *buf, size_t size, size_t nitems, void *userp)
     }
     while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         vl--;
+    s_note_retry_after(x, buf, nl, v, vl);
     if (!ag_hdr_from_vendor(buf, nl) || x->n_rh >= S_MAX_RESP_HEADERS ||
         nl > BUS_LIST_ELEM_MAX || vl > BUS_LIST_ELEM_MAX || memchr(v, '\0', vl))
         return n;
@@ -277,6 +553,8 @@ static size_t s_on_write(char *ptr, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
     if (x->failed)
         return 0;
+    if (x->discard)
+        return n; /* the answer of a try that will be made again: nobody reads it */
     if (!x->head_sent && s_send_head(x) != 0) {
         x->failed = true;
         return 0;
@@ -311,16 +589,21 @@ static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
         x->body_off += n;
         x->upload_sent += (int64_t)n;
         /* Flow control of the upload: the gateway sends the body only as far as we grant,
-         * so neither the tunnel nor this worker queues a large body. */
-        x->upload_credit += n;
-        if (x->upload_credit >= 64 * 1024 || x->upload_sent >= x->upload_size) {
+         * so neither the tunnel nor this worker queues a large body. A retry reads bytes
+         * that were credited already; a buffered body was credited as it came. */
+        if (x->upload_sent > x->credit_hwm && !x->buffered) {
+            x->upload_credit += (size_t)(x->upload_sent - x->credit_hwm);
+            x->credit_hwm = x->upload_sent;
+        }
+        if (x->upload_credit > 0 &&
+            (x->upload_credit >= 64 * 1024 || x->upload_sent >= x->upload_size)) {
             bus_env_t e;
             bus_env_init(&e, BUS_T_CREDIT, x->req_id);
             e.u.credit.bytes = x->upload_credit;
             if (s_xfer_send(x, &e) == 0)
                 x->upload_credit = 0;
         }
-        if (x->body_off == x->body.len) {
+        if (x->body_off == x->body.len && !x->keep_body) {
             bus_buf_reset(&x->body);
             x->body_off = 0;
         }
@@ -352,6 +635,13 @@ static void s_send_end(s_xfer_t *x, const char *error)
         usage_finish(x->usage);
         u = usage_get(x->usage);
     }
+    /* A stream that stopped without its final event (message_stop, [DONE], the metadata
+     * event...) is cut short, even when the connection closed cleanly. */
+    if (!error && u && (x->sse || x->stream_by_path) && !u->done) {
+        error = "the vendor's stream ended without its final event";
+        log_req(LOG_LVL_WARN, "stream_incomplete", x->hex, NULL, "%s (instance %s)", error,
+                x->inst->name);
+    }
     usage_bill_t bill;
     usage_bill(u, x->head_sent ? (int)x->status : 0, x->body_size, &bill);
     e.u.resp_end.input_tokens = (uint64_t)bill.input_tokens;
@@ -364,20 +654,52 @@ static void s_send_end(s_xfer_t *x, const char *error)
     s_xfer_send(x, &e);
 }
 
+/* Takes the transfer out of curl and starts the next try after x->retry_delay_ms. */
+static void s_retry(s_xfer_t *x)
+{
+    ag_adapter_t *a = x->a;
+    log_req(LOG_LVL_INFO, "vendor_retry", x->hex, NULL,
+            "try %d failed: %s; trying again in %lld ms (instance %s)", x->tries, x->retry_why,
+            (long long)x->retry_delay_ms, x->inst->name);
+    if (x->added) {
+        ag_curl_remove(a->curl, x->easy);
+        x->added = false;
+    }
+    usage_destroy(&x->usage);
+    x->retry_wait = true;
+    bus_timer_start(a->loop, &x->retry_timer, s_on_retry_timer, x, x->retry_delay_ms * 1000);
+}
+
 /* A transfer finished in curl. */
 static void s_on_done(void *arg, CURL *easy, CURLcode result)
 {
-    (void)arg;
     s_xfer_t *x = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-    if (!x)
+    if (!x) {
+        s_token_done(arg, easy, result);
         return;
+    }
     if (x->failed) {
         log_req(LOG_LVL_WARN, "stream_failed", x->hex, NULL, "could not relay to the supervisor");
         s_xfer_free(x);
         return;
     }
+    if (x->discard) {
+        s_retry(x); /* decided when its headers came */
+        return;
+    }
     if (result == CURLE_OK) {
+        if (!x->head_sent && x->status >= 200 && x->status < 300) {
+            /* Google has been seen to answer 200 with nothing at all: not a success. */
+            snprintf(x->retry_why, sizeof x->retry_why,
+                     "the vendor answered %ld with an empty body", x->status);
+            x->retry_delay_ms = s_retry_delay(x);
+            if (s_may_retry(x, x->retry_delay_ms, false))
+                s_retry(x);
+            else
+                s_fail(x, 502, "upstream_error", x->retry_why);
+            return;
+        }
         if (!x->head_sent)
             s_send_head(x);
         s_send_end(x, NULL);
@@ -388,8 +710,18 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
     char msg[CURL_ERROR_SIZE + 96];
     snprintf(msg, sizeof msg, "vendor call failed: %s%s%s", curl_easy_strerror(result),
              x->errbuf[0] ? ": " : "", x->errbuf);
-    log_req(LOG_LVL_WARN, "vendor_failed", x->hex, NULL, "%s (instance %s)", msg, x->inst->name);
+    if (!x->head_sent && s_curl_retryable(result)) {
+        snprintf(x->retry_why, sizeof x->retry_why, "%.95s", msg);
+        x->retry_delay_ms = s_retry_delay(x);
+        if (s_may_retry(x, x->retry_delay_ms, false)) {
+            s_retry(x);
+            return;
+        }
+    }
+    log_req(LOG_LVL_WARN, "vendor_failed", x->hex, NULL, "%s (instance %s, try %d)", msg,
+            x->inst->name, x->tries);
     if (x->head_sent) {
+        /* A drop after the first byte went to the user: reported, never retried. */
         s_send_end(x, msg);
         s_xfer_free(x);
     } else {
@@ -399,17 +731,94 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
 
 /* ---- request: open, body, credit, cancel -------------------------------------------------- */
 
-/* Starts the curl transfer once the upload size is known. 0 or a negative errno. */
-static int s_start(s_xfer_t *x)
+/* Appends a copy of line to *l. 0 or -ENOMEM. */
+static int s_slist_add(struct curl_slist **l, const char *line)
 {
-    if (x->added)
-        return 0;
+    struct curl_slist *n = curl_slist_append(*l, line);
+    if (!n)
+        return -ENOMEM;
+    *l = n;
+    return 0;
+}
+
+/* This try's header list: the request's headers, then what changes from try to try (a Bedrock
+ * signature over the whole body at this time; a Vertex access token). 0 or a negative errno. */
+static int s_try_headers(s_xfer_t *x, const char *token)
+{
+    s_slist_wipe_free(&x->try_hdrs);
+    int rc = 0;
+    for (struct curl_slist *l = x->hdrs; l && rc == 0; l = l->next)
+        rc = s_slist_add(&x->try_hdrs, l->data);
+    if (rc == 0 && token) {
+        size_t n = strlen(token) + 32;
+        char *line = malloc(n);
+        if (!line)
+            return -ENOMEM;
+        snprintf(line, n, "Authorization: Bearer %s", token);
+        rc = s_slist_add(&x->try_hdrs, line);
+        sodium_memzero(line, n);
+        free(line);
+    }
+    if (rc == 0 && x->inst->vendor == AG_VENDOR_BEDROCK) {
+        ag_sig_lines_t sig = {0};
+        rc = ag_bedrock_sign(x->inst, x->url, x->ctype, x->body.data, x->body.len, time(NULL),
+                             &sig);
+        for (size_t i = 0; rc == 0 && i < sig.n; i++)
+            rc = s_slist_add(&x->try_hdrs, sig.line[i]);
+        ag_sig_lines_free(&sig);
+    }
+    return rc;
+}
+
+/* Starts one try of the vendor call once the upload size is known (and, for a buffering
+ * instance, the whole body is in): this try's headers, the body from its first byte, the
+ * transfer in curl. A token-based instance without a token waits for its refresher, which
+ * calls this again. 0 or a negative errno. */
+static int s_try_start(s_xfer_t *x)
+{
+    if (x->added || x->retry_wait || x->token_wait)
+        return 0; /* running, or waiting for its next try or for a token */
+    const char *token = NULL;
+    if (s_token_based(x)) {
+        int rc = s_token_get(x, &token);
+        if (rc <= 0)
+            return rc; /* 0: waiting for the refresher */
+    }
+    int rc = s_try_headers(x, token);
+    if (rc != 0)
+        return rc;
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->try_hdrs);
+    if (x->tries > 0) {
+        /* Everything from the previous try is forgotten; the body is sent from its start. */
+        x->status = 0;
+        bus_buf_reset(&x->rh);
+        x->n_rh = 0;
+        x->sse = false;
+        x->body_off = 0;
+        x->upload_sent = 0;
+        x->recv_paused = x->send_paused = false;
+        x->errbuf[0] = '\0';
+    } else {
+        x->first_try_us = plat_mono_us();
+    }
+    x->discard = false;
+    x->retry_after_ms = -1;
+    x->tries++;
     if (x->op != AG_OP_MODELS)
         curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->upload_size);
     if (ag_curl_add(x->a->curl, x->easy) != 0)
         return -EIO;
     x->added = true;
     return 0;
+}
+
+/* The wait before a retry is over. */
+static void s_on_retry_timer(bus_timer_t *t)
+{
+    s_xfer_t *x = t->arg;
+    x->retry_wait = false;
+    if (s_try_start(x) != 0)
+        s_fail_start(x, "cannot start the vendor call again");
 }
 
 /* Adds one header line "name: value" to the request list. 0 or -ENOMEM. */
@@ -439,9 +848,12 @@ static int s_build_headers(s_xfer_t *x, const bus_req_open_t *o, bool *add_usage
 {
     bus_list_t it = o->headers;
     bus_str_t k, v;
-    bool has_ct = false;
+    const char *const *defaults = ag_default_headers(x->inst, x->op);
+    bool sent_default[8] = {false};
     int count = 0, rc;
     *add_usage = false;
+    snprintf(x->ctype, sizeof x->ctype, "application/json");
+    bool has_ct = false;
     while ((rc = bus_list_next_kv(&it, &k, &v)) == 1) {
         if (k.len == strlen(AG_INCLUDE_USAGE_HEADER) &&
             strncasecmp(k.p, AG_INCLUDE_USAGE_HEADER, k.len) == 0) {
@@ -450,38 +862,44 @@ static int s_build_headers(s_xfer_t *x, const bus_req_open_t *o, bool *add_usage
         }
         if (!ag_hdr_to_vendor(k.p, k.len, v.p, v.len) || count >= S_MAX_REQ_HEADERS)
             continue;
-        if (k.len == 12 && strncasecmp(k.p, "content-type", 12) == 0)
+        if (k.len == 12 && strncasecmp(k.p, "content-type", 12) == 0) {
+            if (v.len >= sizeof x->ctype)
+                return -EBADMSG;
+            snprintf(x->ctype, sizeof x->ctype, "%.*s", (int)v.len, v.p);
             has_ct = true;
+        }
+        for (size_t i = 0; defaults[i] && i < 8; i++) {
+            const char *colon = strchr(defaults[i], ':');
+            if (colon && (size_t)(colon - defaults[i]) == k.len &&
+                strncasecmp(defaults[i], k.p, k.len) == 0)
+                sent_default[i] = true;
+        }
         if ((rc = s_add_header(x, k.p, k.len, v.p, v.len)) != 0)
             return rc;
         count++;
     }
     if (rc < 0)
         return -EBADMSG;
-    char auth[1024];
-    rc = ag_auth_header(x->inst, auth, sizeof auth);
-    if (rc == 0) {
-        struct curl_slist *l = curl_slist_append(x->hdrs, auth);
-        rc = l ? 0 : -ENOMEM;
-        if (l)
-            x->hdrs = l;
+    for (size_t i = 0; defaults[i] && i < 8; i++) {
+        if (!sent_default[i] && (rc = s_slist_add(&x->hdrs, defaults[i])) != 0)
+            return rc;
     }
+    char auth[1024];
+    rc = ag_auth_header(x->inst, x->op, auth, sizeof auth);
+    if (rc == 0)
+        rc = s_slist_add(&x->hdrs, auth);
+    else if (rc == 1)
+        rc = 0; /* a token or a signature, added per try */
     sodium_memzero(auth, sizeof auth);
     if (rc != 0)
         return rc;
     static const char *const fixed[] = {"Accept-Encoding: identity", "Expect:", NULL};
     for (size_t i = 0; fixed[i]; i++) {
-        struct curl_slist *l = curl_slist_append(x->hdrs, fixed[i]);
-        if (!l)
-            return -ENOMEM;
-        x->hdrs = l;
+        if ((rc = s_slist_add(&x->hdrs, fixed[i])) != 0)
+            return rc;
     }
-    if (!has_ct && x->op != AG_OP_MODELS) {
-        struct curl_slist *l = curl_slist_append(x->hdrs, "Content-Type: application/json");
-        if (!l)
-            return -ENOMEM;
-        x->hdrs = l;
-    }
+    if (!has_ct && x->op != AG_OP_MODELS)
+        return s_slist_add(&x->hdrs, "Content-Type: application/json");
     return 0;
 }
 
@@ -566,17 +984,18 @@ static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const ch
                "the agent's adapter does not know the chosen instance (config changed?)");
         return;
     }
-    ag_path_t path;
+    snprintf(x->fmt, sizeof x->fmt, "%.*s", (int)(o->format.len < 32 ? o->format.len : 32),
+             o->format.len ? o->format.p : "");
     int rc = ag_path_parse(o->format.p, o->format.len, o->method.p, o->method.len, o->path.p,
-                           o->path.len, &path);
+                           o->path.len, o->query.p, o->query.len, &x->path);
     if (rc != 0) {
         s_fail(x, rc == -EINVAL ? 405 : 404, rc == -EINVAL ? "method_not_allowed" : "unknown_url",
                "this path is not served by the agent");
         return;
     }
-    x->op = path.op;
+    x->op = x->path.op;
     const char *model;
-    int ml = ag_request_model(&path, o->model.p, o->model.len, &model);
+    int ml = ag_request_model(&x->path, o->model.p, o->model.len, &model);
     const char *up = NULL;
     if (x->op != AG_OP_MODELS) {
         up = ml > 0 ? ag_instance_upstream(x->inst, model, (size_t)ml) : NULL;
@@ -594,6 +1013,17 @@ static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const ch
         s_fail(x, 400, "invalid_request", "GET with a body");
         return;
     }
+    x->buffered = ag_instance_buffers_body(x->inst);
+    if (x->buffered && x->body_size > x->inst->max_body_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "request body of %lld bytes is over this provider's limit of "
+                 "%lld bytes (the whole body is signed before it is sent)",
+                 (long long)x->body_size, (long long)x->inst->max_body_bytes);
+        s_fail(x, 413, "request_too_large", msg);
+        return;
+    }
+    /* The body stays here while it fits, so that a failed try can send it again. */
+    x->keep_body = x->buffered || x->body_size <= a->cfg->vendor_retry_body_bytes;
     bool add_usage = false;
     rc = s_build_headers(x, o, &add_usage);
     if (rc != 0) {
@@ -609,22 +1039,23 @@ static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const ch
     ag_bodyrw_init(&x->rw, add_usage ? AG_INCLUDE_USAGE_TEXT : NULL, rename ? x->rename : NULL);
     bus_buf_init(&x->body, (size_t)x->body_size + sizeof AG_INCLUDE_USAGE_TEXT + AG_MODEL_MAX + 16);
 
-    char url[AG_URL_MAX];
-    if (ag_url_build(x->inst, x->op, up, url, sizeof url) != 0) {
+    if (ag_url_build(x->inst, &x->path, up, x->url, sizeof x->url) != 0) {
         s_fail(x, 400, "invalid_request", "cannot build the vendor URL for this model");
         return;
     }
-    if (s_setup_easy(x, url) != 0) {
+    if (s_setup_easy(x, x->url) != 0) {
         s_fail(x, 500, "agent_error", "out of memory");
         return;
     }
     log_req(LOG_LVL_DEBUG, "stream_open", x->hex, NULL, "instance %s, %s %s, %lld body bytes",
-            x->inst->name, ag_op_method(x->op), url, (long long)x->body_size);
+            x->inst->name, ag_op_method(x->op), x->url, (long long)x->body_size);
+    if (x->buffered && x->body_size > 0)
+        return; /* starts when the whole body is in (s_body) */
     int64_t delta = 0;
     if (!x->rw_active || ag_bodyrw_final_delta(&x->rw, x->body_size == 0, &delta)) {
         x->upload_size = x->body_size + (x->rw_active ? delta : 0);
-        if (s_start(x) != 0)
-            s_fail(x, 500, "agent_error", "cannot start the vendor call");
+        if (s_try_start(x) != 0)
+            s_fail_start(x, "cannot start the vendor call");
     }
 }
 
@@ -635,8 +1066,16 @@ static void s_body(s_xfer_t *x, const bus_bin_t *data)
         s_fail(x, 400, "invalid_request", "request body longer than announced");
         return;
     }
-    if (x->body_off == x->body.len) {
+    if (x->body_off == x->body.len && !x->keep_body) {
         bus_buf_reset(&x->body);
+        x->body_off = 0;
+    }
+    if (x->keep_body && !x->buffered &&
+        (int64_t)(x->body.len + data->len) > x->a->cfg->vendor_retry_body_bytes) {
+        /* Over the replay limit after all (a rewrite grew it): no retry for this request. */
+        x->keep_body = false;
+        memmove(x->body.data, x->body.data + x->body_off, x->body.len - x->body_off);
+        x->body.len -= x->body_off;
         x->body_off = 0;
     }
     int rc = x->rw_active ? ag_bodyrw_feed(&x->rw, data->p, data->len, &x->body)
@@ -653,12 +1092,27 @@ static void s_body(s_xfer_t *x, const bus_bin_t *data)
         s_fail(x, 400, "invalid_request", "request body is not a complete JSON object");
         return;
     }
+    if (x->buffered) {
+        /* Credit as it comes (curl reads nothing before the whole body is here), then sign
+         * and send. */
+        bus_env_t e;
+        bus_env_init(&e, BUS_T_CREDIT, x->req_id);
+        e.u.credit.bytes = data->len;
+        if (data->len && s_xfer_send(x, &e) != 0)
+            return;
+        if (all_in) {
+            x->upload_size = x->body_size;
+            if (s_try_start(x) != 0)
+                s_fail_start(x, "cannot sign or start the vendor call");
+        }
+        return;
+    }
     if (!x->added) {
         int64_t delta = 0;
         if (ag_bodyrw_final_delta(&x->rw, all_in, &delta)) {
             x->upload_size = x->body_size + delta;
-            if (s_start(x) != 0)
-                s_fail(x, 500, "agent_error", "cannot start the vendor call");
+            if (s_try_start(x) != 0)
+                s_fail_start(x, "cannot start the vendor call");
         }
         return;
     }
@@ -781,7 +1235,8 @@ ag_adapter_t *ag_adapter_new(bus_loop_t *loop, const ag_config_t *cfg, const ag_
     a->slot = slot;
     bus_buf_init(&a->enc, BUS_ENV_MAX_BYTES);
     a->xfers = ag_map_new();
-    if (!a->xfers || s_connect_to(a) != 0)
+    a->gtokens = calloc(set->n ? set->n : 1, sizeof *a->gtokens);
+    if (!a->xfers || !a->gtokens || s_connect_to(a) != 0)
         goto fail;
     if (cfg->ca_file && cfg->ca_file[0]) {
         /* The system CA directory curl was built with, so a test CA adds to it. */
@@ -838,6 +1293,13 @@ void ag_adapter_destroy(ag_adapter_t **p)
     bus_zwatch_destroy(&a->watch);
     if (a->sock)
         zmq_close(a->sock);
+    for (size_t i = 0; a->gtokens && i < a->set->n; i++) {
+        CURL *inflight = a->gtokens[i] ? ag_gtoken_inflight(a->gtokens[i]) : NULL;
+        if (inflight)
+            ag_curl_remove(a->curl, inflight);
+        ag_gtoken_destroy(&a->gtokens[i]);
+    }
+    free(a->gtokens);
     ag_curl_destroy(&a->curl);
     curl_slist_free_all(a->connect_to);
     free(a->capath);

@@ -1,5 +1,6 @@
 /* ag_config: agent.conf keys, defaults and checks. */
 #include "ag_config.h"
+#include "ag_proto.h"
 #include "bus_log.h"
 #include "bus_plat.h"
 #include "tlscert.h"
@@ -53,6 +54,14 @@ const cfg_entry_t ag_config_table[] = {
     {"agent", "ledger_wait", CFG_MS, A(ledger_wait_ms), "10s",
      "a ledger row for a request still in flight waits this long for its usage record", 10,
      600000},
+    {"agent", "vendor_retries", CFG_INT, A(vendor_retries), "2",
+     "extra attempts at a vendor call after the first (connection failures, 429, 5xx; only "
+     "before the first answer byte went to the hub)", 0, 10},
+    {"agent", "vendor_retry_max", CFG_MS, A(vendor_retry_max_ms), "30s",
+     "time budget of one request's retries, waits included", 0, 600000},
+    {"agent", "vendor_retry_body_bytes", CFG_BYTES, A(vendor_retry_body_bytes), "1MiB",
+     "largest request body kept in the adapter to be sent again (0 = bodies not retried)", 0,
+     AG_MAX_BODY_BYTES},
     {"upstream", "connect_timeout", CFG_MS, A(connect_timeout_ms), "10s",
      "vendor connection timeout (TCP and TLS)", 100, 600000},
     {"upstream", "http2", CFG_BOOL, A(http2), "true",

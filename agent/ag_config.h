@@ -45,6 +45,10 @@ typedef struct {
     int64_t ledger_resend_ms;    /* unacknowledged usage reports are re-sent this often */
     int64_t ledger_wait_ms;      /* a ledger.tx for a request still in flight waits this long
                                     for its usage record, then is written without it */
+    int64_t vendor_retries;      /* extra attempts at a vendor call after the first (0-10) */
+    int64_t vendor_retry_max_ms; /* time budget of one request's retries, waits included */
+    int64_t vendor_retry_body_bytes; /* largest request body an adapter keeps to send again
+                                        (0: requests with a body are not retried) */
     /* [upstream] */
     int64_t connect_timeout_ms;  /* vendor connection (TCP + TLS) timeout */
     bool http2;                  /* offer HTTP/2 to vendors (multiplexed), else HTTP/1.1 */

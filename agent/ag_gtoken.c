@@ -31,6 +31,8 @@ struct ag_gtoken {
     char *token;          /* current access token (wiped when dropped), or NULL */
     uint64_t gen;         /* its generation, 1 for the first token */
     uint64_t obtained_us; /* when it arrived */
+    bool replaces_refused; /* it was fetched because the vendor refused the one before */
+    bool refused_pending;  /* the vendor refused the last token: the next one replaces it */
     uint64_t expiry_us;   /* when it stops being usable */
     uint64_t refresh_us;  /* when a refresh is due (expiry - margin) */
     /* failures */
@@ -750,10 +752,15 @@ bool ag_gtoken_invalidate(ag_gtoken_t *g, uint64_t gen, uint64_t now_us)
     if (!g->token || gen != g->gen)
         return false;
     s_free_secret(&g->token);
-    /* Resets the failure count if the token served long enough; a young one counts as a
-     * failure of its own. */
+    /* Resets the failure count if the token served long enough. A young token refused is
+     * fetched again at once (the vendor may have revoked it); refused again while young, it
+     * counts as a failure of its own, so a vendor that takes no token costs no refresh per
+     * request. */
     backoff_disconnected(&g->backoff, now_us);
-    if (now_us - g->obtained_us < (uint64_t)AG_GTOKEN_YOUNG_MS * 1000) {
+    bool young = now_us - g->obtained_us < (uint64_t)AG_GTOKEN_YOUNG_MS * 1000;
+    bool again = g->replaces_refused;
+    g->refused_pending = true;
+    if (young && again) {
         snprintf(g->error, sizeof g->error,
                  "the vendor refused an access token %llu ms old "
                  "(HTTP 401)",
@@ -883,6 +890,8 @@ static int s_complete(ag_gtoken_t *g, CURLcode result, long status, const char *
     g->token = token;
     g->gen++;
     g->obtained_us = now_us;
+    g->replaces_refused = g->refused_pending;
+    g->refused_pending = false;
     g->expiry_us = expiry;
     g->refresh_us = expiry - (uint64_t)ag_gtoken_margin_s(secs) * 1000000;
     g->failed_rc = 0;

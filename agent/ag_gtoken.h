@@ -97,7 +97,8 @@
 #define AG_GTOKEN_RETRY_MIN_MS 1000      /* least wait after a failed refresh */
 #define AG_GTOKEN_BACKOFF_BASE_MS 1000   /* first backoff ceiling, added to the above */
 #define AG_GTOKEN_BACKOFF_CAP_MS 60000   /* largest backoff ceiling */
-#define AG_GTOKEN_YOUNG_MS 10000         /* a token rejected younger than this is a failure */
+#define AG_GTOKEN_YOUNG_MS 10000         /* a replacement token rejected younger than this
+                                            is a failure */
 #define AG_GTOKEN_ERR_MAX 256            /* size of the error and warning texts */
 
 typedef struct ag_gtoken ag_gtoken_t;
@@ -184,7 +185,8 @@ const char *ag_gtoken_error(const ag_gtoken_t *g);
 
 /* The vendor answered 401 to a request sent with token generation gen. If gen is still the
  * current token, it is dropped and a refresh becomes due; if that token was younger than
- * AG_GTOKEN_YOUNG_MS it counts as a failed refresh (error kept, backoff), so a vendor that
+ * AG_GTOKEN_YOUNG_MS and was itself fetched to replace a refused one, it counts as a failed
+ * refresh (error kept, backoff), so a vendor that
  * refuses every new token does not cause a refresh per request. An older gen (a newer token
  * exists already) changes nothing. True when the token was dropped. */
 bool ag_gtoken_invalidate(ag_gtoken_t *g, uint64_t gen, uint64_t now_us);

@@ -3,6 +3,7 @@
 #include "bus_log.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +39,101 @@ int ag_openai_error(char *out, size_t outlen, const char *message, const char *t
     return n;
 }
 
+/* Anthropic's error type for an HTTP status. */
+static const char *s_anthropic_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 529:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* Google's canonical status name for an HTTP status. */
+static const char *s_google_status(int status)
+{
+    switch (status) {
+    case 401:
+        return "UNAUTHENTICATED";
+    case 403:
+        return "PERMISSION_DENIED";
+    case 404:
+        return "NOT_FOUND";
+    case 429:
+        return "RESOURCE_EXHAUSTED";
+    case 502:
+    case 503:
+        return "UNAVAILABLE";
+    case 504:
+        return "DEADLINE_EXCEEDED";
+    default:
+        return status >= 500 ? "INTERNAL" : "INVALID_ARGUMENT";
+    }
+}
+
+/* AWS's error type (x-amzn-ErrorType) for an HTTP status. */
+static const char *s_aws_type(int status)
+{
+    switch (status) {
+    case 401:
+    case 403:
+        return "AccessDeniedException";
+    case 404:
+        return "ResourceNotFoundException";
+    case 429:
+        return "ThrottlingException";
+    case 502:
+    case 503:
+        return "ServiceUnavailableException";
+    case 504:
+        return "ModelTimeoutException";
+    default:
+        return status >= 500 ? "InternalServerException" : "ValidationException";
+    }
+}
+
+static bool s_is(const char *format, const char *name)
+{
+    return format && strcmp(format, name) == 0;
+}
+
+int ag_format_error(char *out, size_t outlen, const char *format, int status, const char *type,
+                    const char *code, const char *message, const char **aws_type)
+{
+    if (aws_type)
+        *aws_type = NULL;
+    if (!s_is(format, "anthropic") && !s_is(format, "gemini") && !s_is(format, "bedrock"))
+        return ag_openai_error(out, outlen, message, type, code);
+    char msg[1024] = "";
+    bus_json_escape(msg, sizeof msg, message, strlen(message));
+    int n;
+    if (s_is(format, "anthropic")) {
+        n = snprintf(out, outlen, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}",
+                     s_anthropic_type(status), msg);
+    } else if (s_is(format, "gemini")) {
+        n = snprintf(out, outlen, "{\"error\":{\"code\":%d,\"message\":\"%s\",\"status\":\"%s\"}}",
+                     status, msg, s_google_status(status));
+    } else {
+        n = snprintf(out, outlen, "{\"message\":\"%s\"}", msg);
+        if (aws_type)
+            *aws_type = s_aws_type(status);
+    }
+    if (n < 0 || (size_t)n >= outlen)
+        return -ENOSPC;
+    return n;
+}
+
 /* An envelope of type t for req_id, zeroed otherwise. */
 static bus_env_t s_env(bus_type_t t, const uint8_t req_id[BUS_REQ_ID_LEN])
 {
@@ -50,20 +146,22 @@ static bus_env_t s_env(bus_type_t t, const uint8_t req_id[BUS_REQ_ID_LEN])
     return e;
 }
 
-int ag_reply_error(ag_send_fn send, void *arg, const uint8_t req_id[BUS_REQ_ID_LEN], int status,
-                   const char *type, const char *code, const char *message,
-                   const char *end_error)
+int ag_reply_error(ag_send_fn send, void *arg, const uint8_t req_id[BUS_REQ_ID_LEN],
+                   const char *format, int status, const char *type, const char *code,
+                   const char *message, const char *end_error)
 {
     char body[1536];
-    int n = ag_openai_error(body, sizeof body, message, type, code);
+    const char *aws_type = NULL;
+    int n = ag_format_error(body, sizeof body, format, status, type, code, message, &aws_type);
     if (n < 0)
         return n;
     bus_buf_t scratch;
     bus_buf_init(&scratch, 4096);
-    bus_str_t kv[2] = {bus_str_c("content-type"), bus_str_c("application/json")};
+    bus_str_t kv[4] = {bus_str_c("content-type"), bus_str_c("application/json"),
+                       bus_str_c("x-amzn-errortype"), bus_str_c(aws_type ? aws_type : "")};
     bus_env_t h = s_env(BUS_T_RESP_HEAD, req_id);
     h.u.resp_head.status = (uint64_t)status;
-    int rc = bus_list_encode_kvs(&scratch, kv, 1, &h.u.resp_head.headers);
+    int rc = bus_list_encode_kvs(&scratch, kv, aws_type ? 2 : 1, &h.u.resp_head.headers);
     if (rc == 0)
         rc = send(arg, &h);
     bus_env_t c = s_env(BUS_T_RESP_CHUNK, req_id);

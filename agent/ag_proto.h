@@ -40,11 +40,22 @@ typedef int (*ag_send_fn)(void *arg, const bus_env_t *env);
 int ag_openai_error(char *out, size_t outlen, const char *message, const char *type,
                     const char *code);
 
+/* Writes an error body in the shape of the request's format (the API the user speaks):
+ *   "openai", "azure" (or NULL)  {"error":{"message","type","param":null,"code"}}
+ *   "anthropic"                  {"type":"error","error":{"type","message"}} (type by status)
+ *   "gemini"                     {"error":{"code","message","status"}} (Google's status name)
+ *   "bedrock"                    {"message"}; *aws_type is set to the x-amzn-ErrorType value
+ * type and code are the OpenAI-shape fields (ignored by the other shapes). Returns the length,
+ * or -ENOSPC. aws_type may be NULL. */
+int ag_format_error(char *out, size_t outlen, const char *format, int status, const char *type,
+                    const char *code, const char *message, const char **aws_type);
+
 /* Answers a stream with an error of the agent's own: resp.head {status, content-type json},
- * resp.chunk {the OpenAI error body}, resp.end {error: end_error}. 0 or the first send error. */
-int ag_reply_error(ag_send_fn send, void *arg, const uint8_t req_id[BUS_REQ_ID_LEN], int status,
-                   const char *type, const char *code, const char *message,
-                   const char *end_error);
+ * resp.chunk {the error body in format's shape: ag_format_error}, resp.end {error: end_error}.
+ * 0 or the first send error. */
+int ag_reply_error(ag_send_fn send, void *arg, const uint8_t req_id[BUS_REQ_ID_LEN],
+                   const char *format, int status, const char *type, const char *code,
+                   const char *message, const char *end_error);
 
 /* Sends resp.end with an error and no head (a failure the gateway may retry elsewhere). */
 int ag_reply_end_error(ag_send_fn send, void *arg, const uint8_t req_id[BUS_REQ_ID_LEN],

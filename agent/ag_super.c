@@ -179,13 +179,16 @@ static void s_slot_streams_gone(ag_super_t *s, s_slot_t *sl, const char *why)
 
 /* Picks the instance for a model: serving it, under max_concurrency, lowest load ratio.
  * Returns its index, -ENOENT (nobody serves it) or -EBUSY (all full). */
-static int s_pick_instance(const ag_super_t *s, ag_op_t op, const char *model, size_t len)
+static int s_pick_instance(const ag_super_t *s, const ag_path_t *path, const char *model,
+                           size_t len)
 {
     int best = -1;
     bool served = false;
     for (size_t i = 0; i < s->set->n; i++) {
         const ag_instance_t *in = &s->set->v[i];
-        if (op != AG_OP_MODELS && !ag_instance_upstream(in, model, len))
+        if (!ag_instance_serves(in, path->format, path->op))
+            continue;
+        if (path->op != AG_OP_MODELS && !ag_instance_upstream(in, model, len))
             continue;
         served = true;
         if ((int64_t)s->inflight[i] >= in->max_concurrency)
@@ -224,9 +227,12 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
         s_stream_free(s, old);
     }
     const bus_req_open_t *o = &env->u.req_open;
+    char fmt[33]; /* the user's API format: agent-made errors come in its shape */
+    snprintf(fmt, sizeof fmt, "%.*s", (int)(o->format.len < 32 ? o->format.len : 32),
+             o->format.len ? o->format.p : "");
     ag_path_t path;
     int rc = ag_path_parse(o->format.p, o->format.len, o->method.p, o->method.len, o->path.p,
-                           o->path.len, &path);
+                           o->path.len, o->query.p, o->query.len, &path);
     if (rc != 0) {
         char msg[200];
         int fl = (int)(o->format.len > 32 ? 32 : o->format.len);
@@ -238,35 +244,44 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
         else
             snprintf(msg, sizeof msg, "Invalid URL (%.*s %.*s)", ml, ml ? o->method.p : "", pl,
                      pl ? o->path.p : "");
+        /* -EINVAL with the operation's own method: the model named in the path is bad. */
+        bool bad_model = rc == -EINVAL && path.op != AG_OP_NONE &&
+                         o->method.len == strlen(ag_op_method(path.op)) &&
+                         memcmp(o->method.p, ag_op_method(path.op), o->method.len) == 0;
+        if (bad_model)
+            snprintf(msg, sizeof msg, "the model named in the path is not a valid model name");
         log_req(LOG_LVL_INFO, "request_refused", hex, NULL, "%s", msg);
-        ag_reply_error(s_hub_send, s, env->req_id, rc == -EINVAL ? 405 : 404,
-                       "invalid_request_error",
-                       rc == -EINVAL ? "method_not_allowed" : "unknown_url", msg,
-                       "agent refused the path");
+        int status = bad_model ? 400 : rc == -EINVAL ? 405 : 404;
+        ag_reply_error(s_hub_send, s, env->req_id, fmt, status, "invalid_request_error",
+                       bad_model           ? "invalid_model"
+                       : rc == -EINVAL     ? "method_not_allowed"
+                                           : "unknown_url",
+                       msg, "agent refused the path");
         return;
     }
     const char *model;
     int ml = ag_request_model(&path, o->model.p, o->model.len, &model);
     if (ml < 0 || (ml == 0 && path.op != AG_OP_MODELS)) {
-        ag_reply_error(s_hub_send, s, env->req_id, 400, "invalid_request_error", "invalid_model",
+        ag_reply_error(s_hub_send, s, env->req_id, fmt, 400, "invalid_request_error",
+                       "invalid_model",
                        ml < 0 ? "the model and the deployment in the path differ"
                               : "no model named", "agent refused the request");
         return;
     }
-    int inst = s_pick_instance(s, path.op, model, (size_t)(ml > 0 ? ml : 0));
+    int inst = s_pick_instance(s, &path, model, (size_t)(ml > 0 ? ml : 0));
     if (inst < 0) {
         char msg[400];
         if (inst == -ENOENT) {
             snprintf(msg, sizeof msg, "The model `%.*s` does not exist or you do not have access "
                      "to it.", ml > 256 ? 256 : ml, ml > 0 ? model : "");
             log_req(LOG_LVL_INFO, "request_refused", hex, NULL, "model not served");
-            ag_reply_error(s_hub_send, s, env->req_id, 404, "invalid_request_error",
+            ag_reply_error(s_hub_send, s, env->req_id, fmt, 404, "invalid_request_error",
                            "model_not_found", msg, "agent does not serve the model");
         } else {
             snprintf(msg, sizeof msg, "The agent's instances of this model are at their "
                      "max_concurrency; retry later.");
             log_req(LOG_LVL_INFO, "request_refused", hex, NULL, "instances busy");
-            ag_reply_error(s_hub_send, s, env->req_id, 429, "requests", "rate_limit_exceeded",
+            ag_reply_error(s_hub_send, s, env->req_id, fmt, 429, "requests", "rate_limit_exceeded",
                            msg, "agent busy");
         }
         return;
@@ -274,7 +289,7 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
     s_slot_t *sl = s_pick_slot(s);
     if (!sl) {
         log_req(LOG_LVL_WARN, "request_refused", hex, NULL, "no adapter ready");
-        ag_reply_error(s_hub_send, s, env->req_id, 503, "api_error", "agent_unavailable",
+        ag_reply_error(s_hub_send, s, env->req_id, fmt, 503, "api_error", "agent_unavailable",
                        "The agent has no worker ready; retry.", "agent has no adapter ready");
         return;
     }
@@ -310,7 +325,7 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
             s->set->v[inst].name, sl->index);
     if (s_to_worker(s, sl, st->sid, raw, len, s->set->v[inst].name) != 0) {
         s_stream_free(s, st);
-        ag_reply_error(s_hub_send, s, env->req_id, 503, "api_error", "agent_unavailable",
+        ag_reply_error(s_hub_send, s, env->req_id, fmt, 503, "api_error", "agent_unavailable",
                        "The agent's worker is not reachable; retry.", "agent adapter unreachable");
     }
 }
@@ -421,26 +436,53 @@ int ag_super_announce(ag_super_t *s, const char *agent_id)
     return s_announce_now(s, agent_id);
 }
 
-/* Builds and sends the presence envelope. */
+/* Adds the format names of inst to a space-separated set in buf (each name once). */
+static void s_add_formats(char *buf, size_t cap, const ag_instance_t *inst)
+{
+    char names[128];
+    if (ag_instance_format_names(inst, names, sizeof names) != 0)
+        return;
+    char *save = NULL;
+    for (char *f = strtok_r(names, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
+        size_t fl = strlen(f), bl = strlen(buf);
+        bool have = false;
+        for (const char *p = buf; !have && (p = strstr(p, f)) != NULL; p += fl)
+            have = (p == buf || p[-1] == ' ') && (p[fl] == ' ' || p[fl] == '\0');
+        if (!have && bl + fl + 2 <= cap)
+            snprintf(buf + bl, cap - bl, "%s%s", bl ? " " : "", f);
+    }
+}
+
+/* Builds and sends the presence envelope: every public model once, with the formats it is
+ * served in (the union over the instances serving it). */
 static int s_announce_now(ag_super_t *s, const char *agent_id)
 {
-    enum { S_MAX_MODELS = 256 }; /* the presence STRLIST maximum */
-    bus_str_t names[S_MAX_MODELS];
+    enum { S_MAX_MODELS = 256, S_FMT_LEN = 64 }; /* the presence STRLIST maximum */
+    bus_str_t names[S_MAX_MODELS], fmts[S_MAX_MODELS];
+    char fmt_buf[S_MAX_MODELS][S_FMT_LEN]; /* 16 KiB */
     size_t n = 0;
     uint64_t capacity = 0;
     for (size_t i = 0; i < s->set->n; i++) {
         const ag_instance_t *in = &s->set->v[i];
         capacity += (uint64_t)in->max_concurrency;
-        for (size_t m = 0; m < in->n_models && n < S_MAX_MODELS; m++) {
+        for (size_t m = 0; m < in->n_models; m++) {
             size_t k;
             for (k = 0; k < n && strcmp(names[k].p, in->models[m].pub) != 0; k++)
                 ;
-            if (k == n)
+            if (k == n) {
+                if (n == S_MAX_MODELS)
+                    continue;
                 names[n++] = bus_str_c(in->models[m].pub);
+                fmt_buf[k][0] = '\0';
+            }
+            s_add_formats(fmt_buf[k], S_FMT_LEN, in);
         }
     }
-    bus_buf_t scratch;
+    for (size_t k = 0; k < n; k++)
+        fmts[k] = bus_str_c(fmt_buf[k]);
+    bus_buf_t scratch, fscratch;
     bus_buf_init(&scratch, 64 * 1024);
+    bus_buf_init(&fscratch, 64 * 1024);
     bus_env_t e;
     bus_env_init(&e, BUS_T_PRESENCE, NULL);
     e.u.presence.agent_id = bus_str_c(agent_id);
@@ -449,8 +491,11 @@ static int s_announce_now(ag_super_t *s, const char *agent_id)
     e.u.presence.in_flight = ag_map_count(s->by_sid);
     int rc = bus_list_encode_strs(&scratch, names, n, &e.u.presence.models);
     if (rc == 0)
+        rc = bus_list_encode_strs(&fscratch, fmts, n, &e.u.presence.model_formats);
+    if (rc == 0)
         rc = s->hub.send(s->hub.arg, &e);
     bus_buf_free(&scratch);
+    bus_buf_free(&fscratch);
     if (rc == 0)
         log_info("presence_sent", "announced %zu model(s), capacity %llu", n,
                  (unsigned long long)capacity);

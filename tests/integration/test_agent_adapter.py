@@ -225,7 +225,7 @@ models = gpt-slow-one
 max_concurrency = 1
 
 [instance.later]
-vendor = gemini
+vendor = mistral
 models = gemini-pro
 """ % {"p": vendor.port, "ca": os.path.join(certs, "ca.pem"), "key": PROVIDER_KEY,
        "az": AZURE_KEY})
@@ -668,7 +668,7 @@ def test_fake_vendor_unreachable_gives_502():
 
 def test_skipped_vendor_warning_and_no_key_in_logs():
     text = open(agent.log).read()
-    assert "[instance.later]" in text and "gemini" in text
+    assert "[instance.later]" in text and "mistral" in text
     assert PROVIDER_KEY not in text and AZURE_KEY not in text
     assert "sk-user-must-not-leak" not in text
 

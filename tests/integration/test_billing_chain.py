@@ -196,7 +196,9 @@ def test_every_vendor_format_is_billed_from_its_usage():
 
 def test_a_retry_bills_only_the_attempt_that_delivered():
     key = ch.user("judy", "1")
-    ch.fv.config(chunks=5, status=500, count=1)  # the first attempt's vendor call fails
+    # The first agent's vendor call fails on every one of its tries (1 + agent.vendor_retries,
+    # 2 by default): the gateway then goes to the other agent.
+    ch.fv.config(chunks=5, status=500, count=3)
     status, data, hdrs = ch.chat(key, max_tokens=16)
     assert status == 200, data
     req_id = hdrs["x-request-id"]

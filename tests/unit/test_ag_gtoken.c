@@ -659,7 +659,8 @@ static void test_invalidate(void **state)
     assert_false(ag_gtoken_invalidate(g, 1, T0 + 62 * SEC));
     assert_int_equal(ag_gtoken_state(g, T0 + 62 * SEC), AG_GTOKEN_READY);
 
-    /* A 401 on a token 1 s old: a failure (error kept, retried after 1 s at least). */
+    /* A 401 on a token 1 s old that itself replaced a refused one: a failure (error kept,
+     * retried after 1 s at least). */
     assert_true(ag_gtoken_invalidate(g, 2, T0 + 62 * SEC));
     assert_int_equal(ag_gtoken_state(g, T0 + 62 * SEC), AG_GTOKEN_FAILED);
     assert_string_equal(ag_gtoken_error(g), "the vendor refused an access token 1000 ms old "
@@ -677,6 +678,19 @@ static void test_invalidate(void **state)
     assert_int_equal(g->backoff.attempt, 2);
     assert_false(ag_gtoken_refresh_due(g, T0 + 68 * SEC - 1));
     assert_true(ag_gtoken_refresh_due(g, T0 + 68 * SEC));
+    ag_gtoken_destroy(&g);
+
+    /* A young token that replaced nothing (the vendor revoked it): fetched again at once. */
+    g = t_load_good();
+    assert_int_equal(t_exchange(g, T0, T0 + SEC, 200, T_OK(3600)), 0);
+    assert_true(ag_gtoken_invalidate(g, 1, T0 + 2 * SEC));
+    assert_int_equal(ag_gtoken_state(g, T0 + 2 * SEC), AG_GTOKEN_WAIT);
+    assert_true(ag_gtoken_refresh_due(g, T0 + 2 * SEC));
+    assert_string_equal(ag_gtoken_error(g), "");
+    /* ... and its replacement refused at once too: now a failure. */
+    assert_int_equal(t_exchange(g, T0 + 2 * SEC, T0 + 3 * SEC, 200, T_OK(3600)), 0);
+    assert_true(ag_gtoken_invalidate(g, 2, T0 + 4 * SEC));
+    assert_int_equal(ag_gtoken_state(g, T0 + 4 * SEC), AG_GTOKEN_FAILED);
     ag_gtoken_destroy(&g);
 }
 
