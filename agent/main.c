@@ -36,15 +36,20 @@ static void s_usage(FILE *out)
             "  agent --help | --version\n\n"
             "agent.conf keys:\n");
     cfg_print_help(ag_config_table, out);
-    fprintf(out, "  [instance.NAME] sections: one per vendor instance:\n"
-                 "    vendor = openai | azure (others are skipped with a warning)\n"
-                 "    api_key = the vendor key\n"
-                 "    models = comma-separated names; PUBLIC=UPSTREAM renames (Azure: the "
-                 "deployment)\n"
-                 "    resource, api_version = Azure only (RESOURCE.openai.azure.com; default "
-                 "%s)\n"
-                 "    max_concurrency = requests in flight at once (default %d; beyond: 429)\n",
-            AG_DEFAULT_AZURE_API_VERSION, AG_DEFAULT_MAX_CONCURRENCY);
+    fprintf(out,
+            "  [instance.NAME] sections: one per vendor instance:\n"
+            "    vendor = openai | azure | anthropic | gemini | vertex | bedrock (others are\n"
+            "        skipped with a warning)\n"
+            "    models = comma-separated names; PUBLIC=UPSTREAM renames (Azure: the deployment)\n"
+            "    max_concurrency = requests in flight at once (default %d; beyond: 429)\n"
+            "    openai, azure, anthropic, gemini: api_key = the vendor key\n"
+            "    azure: resource (RESOURCE.openai.azure.com), api_version (default %s)\n"
+            "    anthropic, gemini: openai_compatible = true also serves OpenAI chat requests\n"
+            "        through the vendor's own OpenAI-compatible endpoint (default false)\n"
+            "    vertex: project, region, service_account_file (the service account's JSON key)\n"
+            "    bedrock: region, access_key_id, secret_access_key, session_token (optional),\n"
+            "        max_body_bytes (the body is buffered to be signed; default 20MiB)\n",
+            AG_DEFAULT_MAX_CONCURRENCY, AG_DEFAULT_AZURE_API_VERSION);
 }
 
 /* agent init: key pair and config in DIR; refuses to overwrite either. */
