@@ -1,4 +1,5 @@
-/* gw_routes: agents and their models from presence; least-loaded choice per model. */
+/* gw_routes: agents and their models (and formats) from presence; least-loaded choice per
+ * model and format. */
 #include "gw_routes.h"
 #include "bus_plat.h"
 
@@ -8,9 +9,14 @@
 #include <string.h>
 
 typedef struct {
+    char *name;       /* the model, owned */
+    unsigned formats; /* GW_FORMAT_BIT set it is served in */
+} s_model_t;
+
+typedef struct {
     char agent_id[GW_AGENT_ID_MAX + 1]; /* key */
     char tunnel[64];                    /* where it is connected */
-    char **models;                      /* served models, owned */
+    s_model_t *models;                  /* served models, owned */
     size_t n_models;                    /* their count */
     uint64_t in_flight;                 /* tunnel's figure */
     int64_t local;                      /* our opens minus our closes since that figure */
@@ -23,6 +29,44 @@ struct gw_routes {
     size_t n, cap;     /* count and capacity */
 };
 
+static const char *const s_format_names[GW_FORMAT_COUNT] = {"openai", "anthropic", "gemini",
+                                                            "bedrock"};
+
+const char *gw_format_name(gw_format_t f)
+{
+    return (unsigned)f < GW_FORMAT_COUNT ? s_format_names[f] : "?";
+}
+
+int gw_format_from_name(const char *name, size_t len)
+{
+    for (int f = 0; f < GW_FORMAT_COUNT; f++) {
+        if (strlen(s_format_names[f]) == len && memcmp(s_format_names[f], name, len) == 0)
+            return f;
+    }
+    return -1;
+}
+
+unsigned gw_formats_parse(const char *s, size_t len)
+{
+    unsigned set = 0;
+    bool any = false;
+    for (size_t i = 0; i < len;) {
+        while (i < len && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < len && s[i] != ' ' && s[i] != '\t')
+            i++;
+        if (i == start)
+            continue;
+        any = true;
+        int f = gw_format_from_name(s + start, i - start);
+        if (f >= 0)
+            set |= GW_FORMAT_BIT(f);
+    }
+    /* An empty element says nothing: as for an absent one, the model is served as OpenAI. */
+    return any ? set : GW_FORMAT_BIT(GW_FORMAT_OPENAI);
+}
+
 gw_routes_t *gw_routes_new(void)
 {
     return calloc(1, sizeof(gw_routes_t));
@@ -31,7 +75,7 @@ gw_routes_t *gw_routes_new(void)
 static void s_agent_clear(s_agent_t *a)
 {
     for (size_t i = 0; i < a->n_models; i++)
-        free(a->models[i]);
+        free(a->models[i].name);
     free(a->models);
     a->models = NULL;
     a->n_models = 0;
@@ -91,15 +135,17 @@ int gw_routes_apply(gw_routes_t *r, const bus_presence_t *p, uint64_t now_us)
     if (tl)
         memcpy(a->tunnel, p->tunnel.p, tl);
     a->tunnel[tl] = '\0';
-    /* Models: replace the list with the announced one. */
+    /* Models: replace the list with the announced one; model_formats walks alongside. */
     s_agent_clear(a);
     bus_list_t it = p->models;
+    bus_list_t fit = p->model_formats;
     if (it.count) {
         a->models = calloc(it.count, sizeof *a->models);
         if (!a->models)
             return -ENOMEM;
-        bus_str_t m;
+        bus_str_t m, f;
         while (bus_list_next_str(&it, &m) == 1) {
+            bool has_f = fit.count && bus_list_next_str(&fit, &f) == 1;
             if (m.len == 0 || m.len > GW_MODEL_MAX)
                 continue;
             char *s = malloc(m.len + 1);
@@ -107,7 +153,10 @@ int gw_routes_apply(gw_routes_t *r, const bus_presence_t *p, uint64_t now_us)
                 return -ENOMEM;
             memcpy(s, m.p, m.len);
             s[m.len] = '\0';
-            a->models[a->n_models++] = s;
+            a->models[a->n_models].name = s;
+            a->models[a->n_models].formats =
+                has_f ? gw_formats_parse(f.p, f.len) : GW_FORMAT_BIT(GW_FORMAT_OPENAI);
+            a->n_models++;
         }
     }
     a->in_flight = p->in_flight;
@@ -131,16 +180,27 @@ size_t gw_routes_expire(gw_routes_t *r, uint64_t now_us, uint64_t max_age_us)
     return dropped;
 }
 
-static bool s_serves(const s_agent_t *a, const char *model, size_t len)
+/* The formats agent a serves model in (the union over repeated entries), 0 if none. */
+static unsigned s_formats(const s_agent_t *a, const char *model, size_t len)
 {
+    unsigned set = 0;
     for (size_t i = 0; i < a->n_models; i++) {
-        if (strlen(a->models[i]) == len && memcmp(a->models[i], model, len) == 0)
-            return true;
+        const char *n = a->models[i].name;
+        if (strlen(n) == len && memcmp(n, model, len) == 0)
+            set |= a->models[i].formats;
     }
-    return false;
+    return set;
 }
 
-int gw_routes_pick(gw_routes_t *r, const char *model, size_t model_len,
+unsigned gw_routes_formats(const gw_routes_t *r, const char *model, size_t model_len)
+{
+    unsigned set = 0;
+    for (size_t i = 0; i < r->n; i++)
+        set |= s_formats(&r->agents[i], model, model_len);
+    return set;
+}
+
+int gw_routes_pick(gw_routes_t *r, gw_format_t format, const char *model, size_t model_len,
                    const char *const *exclude, size_t n_exclude, gw_pick_t *out)
 {
     if (r->n == 0)
@@ -151,7 +211,7 @@ int gw_routes_pick(gw_routes_t *r, const char *model, size_t model_len,
     bool any = false;
     for (size_t i = 0; i < r->n; i++) {
         s_agent_t *a = &r->agents[i];
-        if (!s_serves(a, model, model_len))
+        if (!(s_formats(a, model, model_len) & GW_FORMAT_BIT(format)))
             continue;
         any = true;
         bool skip = false;
@@ -201,8 +261,8 @@ static int s_cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-void gw_routes_each_model(const gw_routes_t *r, void (*fn)(void *arg, const char *model),
-                          void *arg)
+void gw_routes_each_model(const gw_routes_t *r, gw_format_t format,
+                          void (*fn)(void *arg, const char *model), void *arg)
 {
     size_t total = 0;
     for (size_t i = 0; i < r->n; i++)
@@ -214,9 +274,12 @@ void gw_routes_each_model(const gw_routes_t *r, void (*fn)(void *arg, const char
         return;
     size_t k = 0;
     for (size_t i = 0; i < r->n; i++) {
-        for (size_t j = 0; j < r->agents[i].n_models; j++)
-            all[k++] = r->agents[i].models[j];
+        for (size_t j = 0; j < r->agents[i].n_models; j++) {
+            if (r->agents[i].models[j].formats & GW_FORMAT_BIT(format))
+                all[k++] = r->agents[i].models[j].name;
+        }
     }
+    total = k;
     qsort(all, total, sizeof *all, s_cmp_str);
     for (size_t i = 0; i < total; i++) {
         if (i == 0 || strcmp(all[i], all[i - 1]) != 0)

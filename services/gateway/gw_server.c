@@ -8,6 +8,7 @@
 #include "bus_tap.h"
 #include "gw_auth.h"
 #include "gw_billing.h"
+#include "gw_dialect.h"
 #include "gw_routes.h"
 #include "jsonscan.h"
 #include "strmap.h"
@@ -15,6 +16,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +53,12 @@ struct gw_req {
                                   * envelopes of an abandoned attempt can never be taken for the
                                   * new one's */
     char sid_hex[33];            /* map key of the open stream */
-    char path[128];              /* request path */
-    char query[512];             /* query string (without '?') */
-    bool proxy;                  /* a /v1 endpoint relayed to an agent */
+    gw_endpoint_t ep;            /* the endpoint: format, operation, path model, req.open path */
+    char query[GW_QUERY_MAX];    /* the query passed on (gw_query_t.forward; never key=) */
+    bool alt_sse;                /* the query asked for alt=sse (gemini) */
+    bool proxy;                  /* an endpoint relayed to an agent (not /v1/models) */
+    char *fwd[GW_FWD_HEADERS_MAX]; /* values of the user headers the format passes on (malloc'd,
+                                    * NULL when absent), by gw_dialect_forward_headers order */
     /* auth */
     bool authed;                 /* key accepted */
     bool auth_pending;           /* lookup in flight */
@@ -94,6 +99,8 @@ struct gw_req {
     size_t out_bytes;            /* their total */
     size_t credit_owed;          /* written since the last credit grant */
     bool ended;                  /* resp.end (or the error body) is queued */
+    bool end_short;              /* the answer broke with no in-band way to say so: close
+                                  * without the final chunk, so the reader sees a cut body */
     bool close_after;            /* close the connection after the response */
     /* usage chunk filter: the agent asked for usage the user did not ask for; that one SSE
      * event is read here and not forwarded (DESIGN §4) */
@@ -167,6 +174,23 @@ static void s_seg_free_all(s_seg_t **head, s_seg_t **tail)
         *tail = NULL;
 }
 
+/* The model the request is for: named by the path (gemini, bedrock) or the body's "model";
+ * NULL (and *len 0) while the body has not shown it. */
+static const char *s_model(const gw_req_t *r, size_t *len)
+{
+    if (r->ep.model_in_path) {
+        *len = r->ep.model_len;
+        return r->ep.model;
+    }
+    const jscan_result_t *res = r->scan ? jscan_result(r->scan) : NULL;
+    if (res && res->has_model) {
+        *len = res->model_len;
+        return res->model;
+    }
+    *len = 0;
+    return NULL;
+}
+
 /* Sends an envelope to the tunnel. 0 or a negative errno. */
 static int s_send(gw_server_t *srv, const bus_env_t *env)
 {
@@ -213,13 +237,14 @@ static void s_report_usage(gw_req_t *r)
     const usage_t *u = usage_get(r->sniff);
     usage_bill_t bill;
     usage_bill(u, r->vendor_status, r->content_length, &bill);
-    const jscan_result_t *res = jscan_result(r->scan);
+    size_t model_len;
+    const char *model = s_model(r, &model_len);
     gw_report_t rep = {
         .attempt = (uint32_t)r->attempts,
         .agent_id = r->agent_id,
         .user_id = r->who.user_id,
-        .model = res && res->has_model ? res->model : "",
-        .model_len = res && res->has_model ? res->model_len : 0,
+        .model = model ? model : "",
+        .model_len = model_len,
         .status = r->vendor_status,
         .delivered = r->hold == S_HOLD_GRANTED,
         .complete = u && u->done,
@@ -252,6 +277,8 @@ static void s_req_free(gw_req_t *r)
     s_seg_free_all(&r->out, &r->out_tail);
     free(r->held);
     free(r->hdrs);
+    for (int i = 0; i < GW_FWD_HEADERS_MAX; i++)
+        free(r->fwd[i]);
     usage_destroy(&r->sniff);
     free(r->pend);
     if (r->prev)
@@ -285,7 +312,8 @@ static int s_out(gw_req_t *r, const void *data, size_t len)
     return 0;
 }
 
-/* Answers with an error in OpenAI's shape, unless a response has begun. */
+/* Answers with an error in the shape of the request's format (gw_dialect: status, type and
+ * code are given in OpenAI's words), unless a response has begun. */
 static void s_fail(gw_req_t *r, int status, const char *type, const char *code,
                    const char *message)
 {
@@ -297,19 +325,19 @@ static void s_fail(gw_req_t *r, int status, const char *type, const char *code,
     r->status = status;
     if (r->proxy && !r->body_complete)
         r->close_after = true; /* the rest of the body is unread: no next request here */
-    json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", type,
-                          "param", "code", code);
-    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (body) {
-        size_t n = strlen(body);
-        s_out(r, body, n);
-        s_out(r, "\n", 1);
-        free(body);
-    }
+    gw_error_t err;
     free(r->hdrs);
-    r->hdrs = strdup("content-type: application/json\r\n");
-    r->hdrs_len = r->hdrs ? strlen(r->hdrs) : 0;
+    r->hdrs = NULL;
+    r->hdrs_len = 0;
+    if (gw_dialect_error(r->ep.format, status, type, code, message, r->req_hex, &err) == 0) {
+        r->status = err.status;
+        s_out(r, err.body, err.body_len);
+        r->hdrs = err.headers; /* taken */
+        r->hdrs_len = err.headers_len;
+        err.headers = NULL;
+        gw_error_free(&err);
+    }
+    status = r->status; /* gemini answers key errors with Google's statuses */
     r->chunked = false;
     r->ended = true;
     bus_metric_inc(status >= 500 ? srv->m.errors_5xx : srv->m.errors_4xx);
@@ -439,7 +467,9 @@ static int s_writeable(gw_req_t *r, struct lws *wsi)
     }
     if (!r->ended)
         return 0;
-    if (r->chunked && !r->h2) {
+    if (r->end_short) {
+        r->close_after = true; /* no terminating chunk (HTTP/1.1), no END_STREAM (HTTP/2) */
+    } else if (r->chunked && !r->h2) {
         static const char tail[] = "0\r\n\r\n";
         uint8_t buf[LWS_PRE + sizeof tail];
         memcpy(buf + LWS_PRE, tail, sizeof tail - 1);
@@ -457,12 +487,12 @@ done:
     if (u)
         log_req(LOG_LVL_INFO, "request_done", r->req_hex, r->agent_id,
                 "%s %d in %.3f ms (attempts %d); usage %s: in %lld, out %lld, cached %lld",
-                r->path, r->status, ms, r->attempts, u->found ? "reported" : "not seen",
+                r->ep.path, r->status, ms, r->attempts, u->found ? "reported" : "not seen",
                 (long long)u->input_tokens, (long long)u->output_tokens,
                 (long long)u->cached_input_tokens);
     else
         log_req(LOG_LVL_INFO, "request_done", r->req_hex, r->agent_id[0] ? r->agent_id : NULL,
-                "%s %d in %.3f ms (attempts %d)", r->path, r->status, ms, r->attempts);
+                "%s %d in %.3f ms (attempts %d)", r->ep.path, r->status, ms, r->attempts);
     bool close_after = r->close_after;
     s_req_free(r);
     if (close_after || lws_http_transaction_completed(wsi))
@@ -498,6 +528,19 @@ static bool s_can_retry(const gw_req_t *r)
 {
     return !r->headers_out && !r->body_released && !r->answered &&
            r->attempts <= r->srv->cfg->gateway_retries && r->attempts < S_MAX_TRIES;
+}
+
+/* Whether another agent not tried yet serves the request's model in its format now. */
+static bool s_other_agent(gw_req_t *r)
+{
+    size_t model_len;
+    const char *model = s_model(r, &model_len);
+    const char *excl[S_MAX_TRIES];
+    for (int i = 0; i < r->attempts; i++)
+        excl[i] = r->tried[i];
+    gw_pick_t pick;
+    return model && gw_routes_pick(r->srv->routes, r->ep.format, model, model_len, excl,
+                                   (size_t)r->attempts, &pick) == 0;
 }
 
 /* The current attempt failed before any byte reached the user. */
@@ -565,12 +608,14 @@ static void s_on_hold(void *arg, const bus_hold_reply_t *reply)
  * hold overlap). */
 static void s_ask_hold(gw_req_t *r)
 {
-    if (r->hold != S_HOLD_NONE)
-        return;
+    if (r->hold != S_HOLD_NONE || !gw_endpoint_billed(&r->ep))
+        return; /* count_tokens is not billed: no hold, and so no usage report */
     const jscan_result_t *res = jscan_result(r->scan);
     int64_t max_tokens = res->has_max_tokens ? res->max_tokens : 0;
-    int rc = gw_billing_hold(r->srv->billing, r->req_id, r->who.user_id, res->model,
-                             res->model_len, r->content_length, max_tokens, s_on_hold, r);
+    size_t model_len;
+    const char *model = s_model(r, &model_len);
+    int rc = gw_billing_hold(r->srv->billing, r->req_id, r->who.user_id, model, model_len,
+                             r->content_length, max_tokens, s_on_hold, r);
     if (rc != 0) {
         s_fail(r, 503, "server_error", "billing_unavailable", "cannot ask billing for a hold");
         return;
@@ -583,20 +628,27 @@ static void s_start_attempt(gw_req_t *r)
 {
     gw_server_t *srv = r->srv;
     const jscan_result_t *res = jscan_result(r->scan);
+    size_t model_len;
+    const char *model = s_model(r, &model_len);
     const char *excl[S_MAX_TRIES];
     for (int i = 0; i < r->attempts; i++)
         excl[i] = r->tried[i];
     gw_pick_t pick;
-    int rc = gw_routes_pick(srv->routes, res->model, res->model_len, excl, (size_t)r->attempts,
-                            &pick);
+    gw_format_t fmt = r->ep.format;
+    int rc = gw_routes_pick(srv->routes, fmt, model, model_len, excl, (size_t)r->attempts, &pick);
     if (rc == -ENOTCONN) {
         s_fail(r, 503, "server_error", "no_agents", "no provider is connected right now");
         return;
     }
     if (rc == -ENOENT) {
         char msg[400];
-        snprintf(msg, sizeof msg, "The model `%.*s` does not exist or no provider serves it",
-                 (int)(res->model_len > 256 ? 256 : res->model_len), res->model);
+        int ml = (int)(model_len > 256 ? 256 : model_len);
+        if (gw_routes_formats(srv->routes, model, model_len))
+            snprintf(msg, sizeof msg, "The model `%.*s` is not served in the %s format here", ml,
+                     model, gw_format_name(fmt));
+        else
+            snprintf(msg, sizeof msg, "The model `%.*s` does not exist or no provider serves it",
+                     ml, model);
         s_fail(r, 404, "invalid_request_error", "model_not_found", msg);
         return;
     }
@@ -619,24 +671,42 @@ static void s_start_attempt(gw_req_t *r)
     bus_req_open_t *o = &e.u.req_open;
     o->agent_id = (bus_str_t){r->agent_id, strlen(r->agent_id)};
     o->attempt = (uint64_t)r->attempts;
-    o->format = bus_str_c("openai");
-    o->model = (bus_str_t){res->model, res->model_len};
+    o->format = bus_str_c(gw_format_name(fmt));
+    o->model = (bus_str_t){model, model_len};
     o->method = bus_str_c("POST");
-    o->path = (bus_str_t){r->path, strlen(r->path)};
+    o->path = (bus_str_t){r->ep.path, strlen(r->ep.path)};
     o->query = (bus_str_t){r->query, strlen(r->query)};
     o->body_size = r->content_length;
-    /* The agent adds stream_options.include_usage when the user did not ask (DESIGN §4). */
+    /* The agent adds stream_options.include_usage when the user did not ask (DESIGN §4):
+     * OpenAI's chat and completions only. */
     bool add_usage = res->has_stream && res->stream && !res->stream_options_present &&
-                     (strcmp(r->path, "/v1/chat/completions") == 0 ||
-                      strcmp(r->path, "/v1/completions") == 0);
+                     (r->ep.op == GW_OP_CHAT || r->ep.op == GW_OP_COMPLETIONS);
     r->drop_usage = add_usage;
-    bus_str_t kv[6] = {bus_str_c("content-type"), bus_str_c("application/json"),
-                       bus_str_c("x-relayhub-stream"), bus_str_c(res->stream ? "1" : "0"),
-                       bus_str_c("x-relayhub-add-include-usage"), bus_str_c(add_usage ? "1" : "0")};
+    /* Whether the user asked for a stream: the body's "stream" (openai, anthropic), the method
+     * and alt=sse (gemini), the operation (bedrock). */
+    bool stream = fmt == GW_FORMAT_GEMINI    ? r->ep.op == GW_OP_STREAM_GENERATE
+                  : fmt == GW_FORMAT_BEDROCK ? gw_endpoint_stream_op(&r->ep)
+                                             : res->has_stream && res->stream;
+    bus_str_t kv[2 * (3 + GW_FWD_HEADERS_MAX)] = {
+        bus_str_c("content-type"), bus_str_c("application/json"),
+        bus_str_c("x-relayhub-stream"), bus_str_c(stream ? "1" : "0"),
+        bus_str_c("x-relayhub-add-include-usage"), bus_str_c(add_usage ? "1" : "0")};
+    size_t n_kv = 3;
+    /* The user headers this format passes on (anthropic-version, anthropic-beta): nothing else
+     * of the user's reaches the agent. */
+    const char *const *fwd = gw_dialect_forward_headers(fmt);
+    for (int i = 0; fwd[i] && i < GW_FWD_HEADERS_MAX; i++) {
+        if (!r->fwd[i])
+            continue;
+        kv[2 * n_kv] = bus_str_c(fwd[i]);
+        kv[2 * n_kv + 1] = bus_str_c(r->fwd[i]);
+        n_kv++;
+    }
     bus_buf_t scratch;
-    bus_buf_init(&scratch, 4096);
-    bus_list_encode_kvs(&scratch, kv, 3, &o->headers);
-    rc = s_send(srv, &e);
+    bus_buf_init(&scratch, 4096 + GW_FWD_HEADERS_MAX * GW_FWD_VALUE_MAX);
+    rc = bus_list_encode_kvs(&scratch, kv, n_kv, &o->headers);
+    if (rc == 0)
+        rc = s_send(srv, &e);
     bus_buf_free(&scratch);
     if (rc != 0) {
         s_fail(r, 503, "server_error", "tunnel_unavailable", "the tunnel is not reachable");
@@ -666,9 +736,11 @@ static void s_maybe_start(gw_req_t *r)
 {
     if (r->answered || r->stream_open || r->attempts || !r->authed)
         return;
-    const jscan_result_t *res = jscan_result(r->scan);
-    if (r->body_complete || (res->has_model && r->body_kept >= (size_t)r->srv->cfg->gateway_retry_body_bytes)) {
-        if (!res->has_model) {
+    size_t model_len;
+    bool has_model = s_model(r, &model_len) != NULL;
+    if (r->body_complete ||
+        (has_model && r->body_kept >= (size_t)r->srv->cfg->gateway_retry_body_bytes)) {
+        if (!has_model) {
             s_fail(r, 400, "invalid_request_error", "missing_model",
                    "you must provide a model parameter");
             return;
@@ -823,7 +895,9 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
     case BUS_T_RESP_HEAD: {
         bus_timer_cancel(r->srv->loop, &r->timer);
         int status = (int)env->u.resp_head.status;
-        if (status >= 500 && s_can_retry(r)) {
+        /* A vendor's 5xx is retried on another agent when there is one; when there is none,
+         * the vendor's own answer (in its format, with its reason) is relayed. */
+        if (status >= 500 && s_can_retry(r) && s_other_agent(r)) {
             char why[64];
             snprintf(why, sizeof why, "vendor answered %d", status);
             s_cancel_stream(r, "retrying elsewhere");
@@ -837,14 +911,19 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         r->vendor_status = r->status;
         r->chunked = true;
         s_take_headers(r, &env->u.resp_head.headers);
-        if (r->status == 200) {
-            /* The gateway's usage figure: read from exactly the bytes the user receives. */
-            bool sse = r->hdrs && strstr(r->hdrs, "text/event-stream");
-            usage_format_t fmt = strcmp(r->path, "/v1/completions") == 0  ? USAGE_OPENAI_COMPLETIONS
-                                 : strcmp(r->path, "/v1/embeddings") == 0 ? USAGE_OPENAI_EMBEDDINGS
-                                 : strcmp(r->path, "/v1/responses") == 0  ? USAGE_OPENAI_RESPONSES
-                                                                          : USAGE_OPENAI_CHAT;
-            r->sniff = usage_new(fmt, sse, S_PEND_MAX);
+        usage_format_t fmt;
+        bool streaming;
+        bool sse = r->hdrs && strstr(r->hdrs, "text/event-stream");
+        if (r->status == 200 && gw_endpoint_usage(&r->ep, sse, r->alt_sse, &fmt, &streaming) == 0) {
+            /* The gateway's usage figure: read from exactly the bytes the user receives (and,
+             * for Bedrock's invoke, from the token-count headers, given before any byte). */
+            r->sniff = usage_new(fmt, streaming, S_PEND_MAX);
+            bus_list_t it = env->u.resp_head.headers;
+            bus_str_t k, v;
+            while (r->sniff && bus_list_next_kv(&it, &k, &v) == 1)
+                usage_header(r->sniff, k.p, k.len, v.p, v.len);
+            /* The include_usage filter: OpenAI's SSE streams only (drop_usage is never set for
+             * the other formats). */
             r->filtering = r->sniff && r->drop_usage && sse;
             if (r->filtering)
                 usage_set_event_cb(r->sniff, s_on_usage_event, r);
@@ -864,6 +943,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
                     "%zu bytes queued for the user: ending the stream", r->out_bytes + len);
             s_cancel_stream(r, "credit window overrun");
             r->close_after = true;
+            r->end_short = true;
             r->ended = true;
             if (r->wsi)
                 lws_callback_on_writable(r->wsi);
@@ -889,18 +969,20 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         if (err.len) {
             log_req(LOG_LVL_WARN, "stream_broken", r->req_hex, r->agent_id,
                     "after the first byte: %.*s", (int)err.len, err.p);
-            /* Tell an SSE reader in its own format; others see the connection end short. */
-            char ev[320];
-            int n = snprintf(ev, sizeof ev,
-                             "data: {\"error\":{\"message\":\"stream interrupted: %.*s\","
-                             "\"type\":\"server_error\",\"param\":null,\"code\":"
-                             "\"stream_interrupted\"}}\n\n",
-                             (int)(err.len > 200 ? 200 : err.len), err.p);
+            /* Tell the reader in its format's own way (an SSE error event, an event-stream
+             * exception); where the format has none, the connection ends short. */
             bool sse = r->hdrs && strstr(r->hdrs, "text/event-stream");
-            if (sse && n > 0)
-                s_out(r, ev, (size_t)n);
-            else
+            size_t n = 0;
+            uint8_t *ev = gw_dialect_stream_error(&r->ep, r->status, sse, err.p, err.len, &n);
+            if (ev && n) {
+                s_out(r, ev, n);
+            } else {
                 r->close_after = true;
+                /* A success cut short ends without its last chunk; a vendor's error answer
+                 * (its body relayed whole) ends normally. */
+                r->end_short = r->status >= 200 && r->status <= 299;
+            }
+            free(ev);
         }
         r->ended = true;
         if (r->wsi)
@@ -1030,26 +1112,59 @@ static void s_on_auth(void *arg, int status, const gw_principal_t *who)
     s_maybe_start(r);
 }
 
-/* Starts the key check; 0 when answered or queued. */
-static void s_authenticate(gw_req_t *r, struct lws *wsi)
+/* Copies a header lws does not know by name (name in lowercase, without the colon) into out;
+ * false when absent, or longer than out holds. Over HTTP/2, lws 4.1 keeps no such headers. */
+static bool s_custom_header(struct lws *wsi, const char *name, char *out, size_t cap)
 {
-    char auth[256];
-    if (bus_http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof auth) != 0 ||
-        strncmp(auth, "Bearer ", 7) != 0) {
-        s_fail(r, 401, "invalid_request_error", "invalid_api_key",
-               "You didn't provide an API key. Use Authorization: Bearer sk-...");
-        return;
+    char n[64];
+    int nl = snprintf(n, sizeof n, "%s:", name);
+    if (nl <= 0 || (size_t)nl >= sizeof n)
+        return false;
+    int len = lws_hdr_custom_length(wsi, n, nl);
+    if (len < 0 || (size_t)len >= cap)
+        return false;
+    return lws_hdr_custom_copy(wsi, out, (int)cap, n, nl) >= 0;
+}
+
+/* Starts the key check with the key from where the request's format reads it (query_key: the
+ * key= parameter, or NULL); the request is answered or its check queued. */
+static void s_authenticate(gw_req_t *r, struct lws *wsi, const char *query_key)
+{
+    char auth[256], x_api_key[256], x_goog[256];
+    gw_creds_t c = {
+        .authorization = bus_http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof auth) == 0
+                             ? auth
+                             : NULL,
+        .x_api_key = r->ep.format == GW_FORMAT_ANTHROPIC &&
+                             s_custom_header(wsi, "x-api-key", x_api_key, sizeof x_api_key)
+                         ? x_api_key
+                         : NULL,
+        .x_goog_api_key = r->ep.format == GW_FORMAT_GEMINI &&
+                                  s_custom_header(wsi, "x-goog-api-key", x_goog, sizeof x_goog)
+                              ? x_goog
+                              : NULL,
+        .query_key = query_key,
+    };
+    const char *key;
+    size_t key_len;
+    if (gw_dialect_key(r->ep.format, &c, &key, &key_len) != 0) {
+        s_fail(r, 401, "invalid_request_error", "missing_api_key",
+               gw_dialect_no_key_message(r->ep.format));
+    } else {
+        int status = 0;
+        gw_principal_t who;
+        int rc =
+            gw_auth_check(r->srv->auth, key, key_len, s_on_auth, r, &status, &who, &r->auth_ticket);
+        if (rc == 1)
+            s_on_auth(r, status, &who);
+        else if (rc == 0)
+            r->auth_pending = true;
+        else
+            s_fail(r, 500, "server_error", "internal_error", "cannot check the API key");
     }
-    int status = 0;
-    gw_principal_t who;
-    int rc = gw_auth_check(r->srv->auth, auth + 7, strlen(auth + 7), s_on_auth, r, &status, &who,
-                           &r->auth_ticket);
-    if (rc == 1)
-        s_on_auth(r, status, &who);
-    else if (rc == 0)
-        r->auth_pending = true;
-    else
-        s_fail(r, 500, "server_error", "internal_error", "cannot check the API key");
+    sodium_memzero(auth, sizeof auth);
+    sodium_memzero(x_api_key, sizeof x_api_key);
+    sodium_memzero(x_goog, sizeof x_goog);
 }
 
 typedef struct {
@@ -1068,7 +1183,7 @@ static void s_add_model(void *arg, const char *model)
 static void s_models(gw_req_t *r)
 {
     s_models_t m = {json_array()};
-    gw_routes_each_model(r->srv->routes, s_add_model, &m);
+    gw_routes_each_model(r->srv->routes, GW_FORMAT_OPENAI, s_add_model, &m);
     json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", m.arr);
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -1093,64 +1208,82 @@ static void s_simple(gw_req_t *r, int status, const char *json)
     r->ended = true;
 }
 
-static const char *const s_proxy_paths[] = {"/v1/chat/completions", "/v1/completions",
-                                            "/v1/embeddings", "/v1/responses", NULL};
-
-/* A new request's headers are in (LWS_CALLBACK_HTTP). */
-static int s_on_request(gw_server_t *srv, s_pss_t *pss, struct lws *wsi, const char *uri)
+/* Reads the user headers the request's format passes on to the agent. 0, or -1 when one is
+ * present but not acceptable (the request is answered). */
+static int s_take_forward_headers(gw_req_t *r, struct lws *wsi)
 {
-    gw_req_t *r = calloc(1, sizeof *r);
-    if (!r)
-        return -1;
-    r->srv = srv;
-    r->wsi = wsi;
-    r->pss = pss;
-    pss->r = r;
-    r->started_us = plat_mono_us();
-    r->h2 = lws_get_network_wsi(wsi) != wsi;
-    plat_random(r->req_id, sizeof r->req_id);
-    bus_req_id_hex(r->req_id, r->req_hex);
-    r->next = srv->reqs;
-    if (srv->reqs)
-        srv->reqs->prev = r;
-    srv->reqs = r;
-    bus_metric_inc(srv->m.requests);
-    bus_metric_add(srv->m.active, 1);
-    snprintf(r->path, sizeof r->path, "%s", uri ? uri : "/");
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > 0)
-        lws_hdr_copy(wsi, r->query, sizeof r->query, WSI_TOKEN_HTTP_URI_ARGS);
-    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
-    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    const char *const *names = gw_dialect_forward_headers(r->ep.format);
+    for (int i = 0; names[i] && i < GW_FWD_HEADERS_MAX; i++) {
+        char n[64];
+        int nl = snprintf(n, sizeof n, "%s:", names[i]);
+        int len = nl > 0 && (size_t)nl < sizeof n ? lws_hdr_custom_length(wsi, n, nl) : -1;
+        if (len <= 0)
+            continue; /* absent or empty (or over HTTP/2, where lws 4.1 keeps no such headers) */
+        char *v = malloc((size_t)len + 1);
+        if (!v || lws_hdr_custom_copy(wsi, v, len + 1, n, nl) < 0 ||
+            !gw_dialect_header_value_ok(v, strlen(v))) {
+            free(v);
+            char msg[160];
+            snprintf(msg, sizeof msg, "the %s header is too long or not printable ASCII", names[i]);
+            s_fail(r, 400, "invalid_request_error", "invalid_header", msg);
+            return -1;
+        }
+        r->fwd[i] = v;
+    }
+    return 0;
+}
 
-    if (strcmp(r->path, "/healthz") == 0) {
-        s_simple(r, 200, "{\"status\":\"ok\"}\n");
-        return 0;
+/* Reads the query: what goes on to the agent, alt=sse, and a key= (gemini's), into *q. 0, or
+ * -1 when the request was answered (a query too long). */
+static int s_take_query(gw_req_t *r, struct lws *wsi, gw_query_t *q)
+{
+    char buf[4 * GW_QUERY_MAX];
+    const char *pieces[64];
+    size_t n = 0, used = 0;
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    int rc = total < (int)sizeof buf ? 0 : -ENOSPC;
+    /* lws keeps the query decoded, one "name=value" fragment per parameter: the total (with
+     * one separator between fragments) fits, so every fragment and its NUL fits too. */
+    for (int i = 0; rc == 0 && total > 0; i++) {
+        int len = lws_hdr_copy_fragment(wsi, buf + used, (int)(sizeof buf - used),
+                                        WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len < 0)
+            break;
+        if (n == sizeof pieces / sizeof pieces[0]) {
+            rc = -ENOSPC;
+            break;
+        }
+        pieces[n++] = buf + used;
+        used += (size_t)len + 1;
     }
-    if (strcmp(r->path, "/readyz") == 0) {
-        bool ready = gw_auth_ready(srv->auth) && !srv->stopping;
-        s_simple(r, ready ? 200 : 503,
-                 ready ? "{\"status\":\"ready\"}\n" : "{\"status\":\"not ready\"}\n");
-        return 0;
+    if (rc == 0)
+        rc = gw_query_parse(&r->ep, pieces, n, q);
+    sodium_memzero(buf, sizeof buf); /* a key= was in there */
+    if (rc != 0) {
+        r->close_after = true; /* the body is not read */
+        s_fail(r, 414, "invalid_request_error", "query_too_long", "the query string is too long");
+        return -1;
     }
-    if (srv->stopping) {
-        r->close_after = true;
-        s_fail(r, 503, "server_error", "shutting_down", "the gateway is shutting down");
+    snprintf(r->query, sizeof r->query, "%s", q->forward);
+    r->alt_sse = q->alt_sse;
+    return 0;
+}
+
+/* The checks of a request to an endpoint before its body comes, and its key check. */
+static int s_start_endpoint(gw_req_t *r, struct lws *wsi, bool get, bool post, gw_query_t *q)
+{
+    gw_server_t *srv = r->srv;
+    if (s_take_query(r, wsi, q) != 0)
         return 0;
-    }
-    if (strcmp(r->path, "/v1/models") == 0) {
+    if (r->ep.op == GW_OP_MODELS) {
         if (!get) {
             s_fail(r, 405, "invalid_request_error", "method_not_allowed", "use GET");
             return 0;
         }
-        s_authenticate(r, wsi);
+        s_authenticate(r, wsi, NULL);
         return 0;
     }
-    for (int i = 0; s_proxy_paths[i]; i++)
-        r->proxy = r->proxy || strcmp(r->path, s_proxy_paths[i]) == 0;
-    if (!r->proxy) {
-        s_fail(r, 404, "invalid_request_error", "unknown_url", "Unknown request URL");
-        return 0;
-    }
+    r->proxy = true;
     if (!post) {
         s_fail(r, 405, "invalid_request_error", "method_not_allowed", "use POST");
         return 0;
@@ -1184,6 +1317,8 @@ static int s_on_request(gw_server_t *srv, s_pss_t *pss, struct lws *wsi, const c
         s_fail(r, 413, "invalid_request_error", "request_too_large", msg);
         return 0;
     }
+    if (s_take_forward_headers(r, wsi) != 0)
+        return 0;
     r->close_after = false;
     jscan_opts_t jo;
     memset(&jo, 0, sizeof jo);
@@ -1191,12 +1326,71 @@ static int s_on_request(gw_server_t *srv, s_pss_t *pss, struct lws *wsi, const c
     r->scan = jscan_new(&jo);
     if (!r->scan)
         return -1;
-    s_authenticate(r, wsi);
+    s_authenticate(r, wsi, q->has_key ? q->key : NULL);
     if (r->content_length == 0) {
         jscan_finish(r->scan);
         s_fail(r, 400, "invalid_request_error", "invalid_json", "the request body is empty");
     }
     return 0;
+}
+
+/* A new request's headers are in (LWS_CALLBACK_HTTP). */
+static int s_on_request(gw_server_t *srv, s_pss_t *pss, struct lws *wsi, const char *uri)
+{
+    gw_req_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->srv = srv;
+    r->wsi = wsi;
+    r->pss = pss;
+    pss->r = r;
+    r->started_us = plat_mono_us();
+    r->h2 = lws_get_network_wsi(wsi) != wsi;
+    plat_random(r->req_id, sizeof r->req_id);
+    bus_req_id_hex(r->req_id, r->req_hex);
+    r->next = srv->reqs;
+    if (srv->reqs)
+        srv->reqs->prev = r;
+    srv->reqs = r;
+    bus_metric_inc(srv->m.requests);
+    bus_metric_add(srv->m.active, 1);
+    /* The path arrives percent-decoded; the query is read apart (never logged, and key= never
+     * kept past the key check). */
+    int prc = gw_endpoint_parse(uri ? uri : "/", &r->ep);
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+
+    if (strcmp(r->ep.path, "/healthz") == 0) {
+        s_simple(r, 200, "{\"status\":\"ok\"}\n");
+        return 0;
+    }
+    if (strcmp(r->ep.path, "/readyz") == 0) {
+        bool ready = gw_auth_ready(srv->auth) && !srv->stopping;
+        s_simple(r, ready ? 200 : 503,
+                 ready ? "{\"status\":\"ready\"}\n" : "{\"status\":\"not ready\"}\n");
+        return 0;
+    }
+    if (srv->stopping) {
+        r->close_after = true;
+        s_fail(r, 503, "server_error", "shutting_down", "the gateway is shutting down");
+        return 0;
+    }
+    if (prc == -EINVAL) {
+        r->close_after = true; /* the body is not read */
+        s_fail(r, 400, "invalid_request_error", "invalid_model",
+               r->ep.format == GW_FORMAT_BEDROCK
+                   ? "The provided model identifier is invalid."
+                   : "the model named in the path is empty, too long or not printable ASCII");
+        return 0;
+    }
+    if (prc != 0) {
+        s_fail(r, 404, "invalid_request_error", "unknown_url", "Unknown request URL");
+        return 0;
+    }
+    gw_query_t q = {0};
+    int rc = s_start_endpoint(r, wsi, get, post, &q);
+    sodium_memzero(&q, sizeof q);
+    return rc;
 }
 
 /* A piece of the request body (LWS_CALLBACK_HTTP_BODY). */
@@ -1240,7 +1434,7 @@ static void s_on_body(gw_req_t *r, const uint8_t *in, size_t len)
         }
         return;
     }
-    if (r->body_kept > (size_t)r->srv->cfg->gateway_retry_body_bytes &&
+    if (r->body_kept > (size_t)r->srv->cfg->gateway_retry_body_bytes && !r->ep.model_in_path &&
         !jscan_result(r->scan)->has_model) {
         r->close_after = true;
         char msg[160];
@@ -1272,7 +1466,7 @@ static void s_on_body_done(gw_req_t *r)
         return;
     }
     const jscan_result_t *res = jscan_result(r->scan);
-    if (!res->has_model) {
+    if (!res->has_model && !r->ep.model_in_path) {
         s_fail(r, 400, "invalid_request_error", "missing_model",
                "you must provide a model parameter");
         return;
