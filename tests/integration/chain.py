@@ -1,6 +1,7 @@
 """The whole money chain on loopback, for the billing tests: a hub (hub-tunnel, hub-billing,
 hub-gateway) on SQLite or a fresh MariaDB database, one agent (agent run, its adapters and
-agent-ledger) serving gpt-4o-mini from the C fake vendor, a priced model, and helpers to read
+agent-ledger) serving gpt-4o-mini from the C fake vendor (and, with clouds=True, Anthropic,
+Gemini, Vertex AI and Bedrock models from fake-clouds), priced models, and helpers to read
 balances and ledgers back through hubctl and ledger-diff."""
 
 import http.client
@@ -13,6 +14,7 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_vendor"))
+import fakeclouds  # noqa: E402
 import fakevendor  # noqa: E402
 from harness import BIN, Agent, Hub, run, tmpdir, wait_until  # noqa: E402
 
@@ -20,6 +22,13 @@ MODEL = "gpt-4o-mini"       # served by an OpenAI instance
 AZURE_MODEL = "gpt-4o"      # served by an Azure OpenAI instance (deployment "prod-4o")
 EMBED_MODEL = "text-embedding-3-small"
 AZURE_HOST = "myres.openai.azure.com"
+# fake-clouds models (clouds=True): each served by one instance of its vendor.
+CLAUDE = "claude-sonnet-4-5"            # anthropic (openai_compatible: also OpenAI chat)
+GEMINI = "gemini-2.5-flash"             # gemini (AI Studio)
+VERTEX = "gemini-2.5-pro"               # vertex (us-central1)
+BEDROCK = "anthropic.claude-3-5-haiku-20241022-v1:0"  # bedrock (us-east-1)
+BEDROCK_TINY = "bedrock-tiny"           # bedrock, renamed to BEDROCK, max_body_bytes 2048
+CLOUD_MODELS = (CLAUDE, GEMINI, VERTEX, BEDROCK, BEDROCK_TINY)
 # Prices per 1M tokens as hubctl takes them, and the same in micro-units per 1M tokens.
 PRICE_IN, PRICE_OUT, PRICE_CACHED = "0.15", "0.60", "0.075"
 MICRO_IN, MICRO_OUT, MICRO_CACHED = 150000, 600000, 75000
@@ -47,9 +56,19 @@ def cost_micros(prompt, completion, cached=0):
 
 
 class Chain:
-    def __init__(self, store="sqlite", sets=(), agent_sets=(), agents=1):
+    def __init__(self, store="sqlite", sets=(), agent_sets=(), agents=1, clouds=False):
         self.root = tmpdir()
         self.fv = fakevendor.FakeVendor(self.root).start()
+        self.fc = fakeclouds.FakeClouds(os.path.join(self.root, "clouds")).start() if clouds \
+            else None
+        self.ca = self.fv.ca
+        if self.fc:
+            # One CA file for the agent (curl's CAINFO takes a bundle): both fakes' CAs.
+            self.ca = os.path.join(self.root, "ca-bundle.pem")
+            with open(self.ca, "w") as out:
+                for path in (self.fv.ca, self.fc.ca):
+                    with open(path) as f:
+                        out.write(f.read())
         mysql_url = mysql_url_for_new_db() if store == "mysql" else None
         if store == "mysql" and not mysql_url:
             raise SystemExit("RELAYHUB_TEST_MYSQL_URL is not set: run under tests/with-servers")
@@ -58,7 +77,7 @@ class Chain:
                 "gateway.hold_timeout=20s"]
         self.hub = Hub(self.root, store=store, mysql_url=mysql_url, sets=base + list(sets))
         self.hub.start()
-        for model in (MODEL, AZURE_MODEL, EMBED_MODEL):
+        for model in (MODEL, AZURE_MODEL, EMBED_MODEL) + (CLOUD_MODELS if self.fc else ()):
             self.hub.hubctl("price", "set", model, "--input", PRICE_IN, "--output", PRICE_OUT,
                             "--cached-input", PRICE_CACHED)
         self.hub.start_gateway()
@@ -77,15 +96,36 @@ class Chain:
         """An agent serving MODEL and EMBED_MODEL from the fake's OpenAI side and AZURE_MODEL
         from its Azure side."""
         a = Agent(self.hub, name, root=self.root)
+        clouds = ""
+        if self.fc:
+            fc = self.fc
+            clouds = ("," + fc.connect_to_list(),
+                      "\n[instance.claude]\nvendor = anthropic\napi_key = %s\nmodels = %s\n"
+                      "openai_compatible = true\n\n"
+                      "[instance.studio]\nvendor = gemini\napi_key = %s\nmodels = %s\n\n"
+                      "[instance.vertex]\nvendor = vertex\nproject = %s\nregion = us-central1\n"
+                      "service_account_file = %s\nmodels = %s\n\n"
+                      "[instance.bedrock]\nvendor = bedrock\nregion = us-east-1\n"
+                      "access_key_id = %s\nsecret_access_key = %s\nmodels = %s\n\n"
+                      "[instance.bedrock-tiny]\nvendor = bedrock\nregion = us-east-1\n"
+                      "access_key_id = %s\nsecret_access_key = %s\nmodels = %s=%s\n"
+                      "max_body_bytes = 2048\n"
+                      % (fc.anthropic_key, CLAUDE, fc.gemini_key, GEMINI, fc.vertex_project,
+                         fc.service_account_file, VERTEX, fc.bedrock_access_key_id,
+                         fc.bedrock_secret_access_key, BEDROCK, fc.bedrock_access_key_id,
+                         fc.bedrock_secret_access_key, BEDROCK_TINY, BEDROCK))
         with open(os.path.join(a.dir, "agent.conf"), "a") as f:
-            f.write("\n[upstream]\nconnect_to = %s,%s\nca_file = %s\n\n"
+            f.write("\n[upstream]\nconnect_to = %s,%s%s\nca_file = %s\n\n"
                     "[instance.main]\nvendor = openai\napi_key = %s\nmodels = %s, %s\n"
                     "max_concurrency = 512\n\n"
                     "[instance.az]\nvendor = azure\nresource = %s\napi_key = %s\n"
                     "models = %s=prod-4o\nmax_concurrency = 512\n"
                     % (self.fv.connect_to("api.openai.com"), self.fv.connect_to(AZURE_HOST),
-                       self.fv.ca, fakevendor.OPENAI_KEY, MODEL, EMBED_MODEL,
-                       AZURE_HOST.split(".")[0], fakevendor.AZURE_KEY, AZURE_MODEL))
+                       clouds[0] if clouds else "", self.ca, fakevendor.OPENAI_KEY, MODEL,
+                       EMBED_MODEL, AZURE_HOST.split(".")[0], fakevendor.AZURE_KEY,
+                       AZURE_MODEL))
+            if clouds:
+                f.write("\n" + clouds[1])
         return a
 
     def wait_routable(self, key):
