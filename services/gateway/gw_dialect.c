@@ -46,6 +46,7 @@ static const s_named_op_t s_bedrock_ops[] = {
 };
 
 #define S_GEMINI_PREFIX "/v1beta/models/"
+#define S_GEMINI_V1_PREFIX "/v1/models/" /* Gemini's stable version: sent on as v1beta */
 #define S_BEDROCK_PREFIX "/model/"
 #define S_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -65,7 +66,8 @@ gw_format_t gw_dialect_guess(const char *path)
 {
     if (s_under(path, "/v1/messages"))
         return GW_FORMAT_ANTHROPIC;
-    if (s_under(path, "/v1beta"))
+    if (s_under(path, "/v1beta") ||
+        (s_prefix(path, S_GEMINI_V1_PREFIX) && strchr(path + strlen(S_GEMINI_V1_PREFIX), ':')))
         return GW_FORMAT_GEMINI;
     if (s_under(path, "/model"))
         return GW_FORMAT_BEDROCK;
@@ -135,10 +137,13 @@ static void s_set_model(gw_endpoint_t *ep, const char *m, size_t len)
     ep->model_in_path = true;
 }
 
-/* /v1beta/models/{model}:{method} */
+/* /v1beta/models/{model}:{method}, or /v1/models/{model}:{method} (Google's stable version,
+ * which @google/genai uses: its requests are a subset of v1beta's, so they go on as v1beta, the
+ * one path the agent's allow-list has). */
 static int s_parse_gemini(const char *path, gw_endpoint_t *ep)
 {
-    const char *rest = path + strlen(S_GEMINI_PREFIX);
+    bool v1 = s_prefix(path, S_GEMINI_V1_PREFIX);
+    const char *rest = path + strlen(v1 ? S_GEMINI_V1_PREFIX : S_GEMINI_PREFIX);
     const char *colon = strrchr(rest, ':');
     if (!colon || strchr(rest, '/'))
         return -ENOENT;
@@ -150,7 +155,7 @@ static int s_parse_gemini(const char *path, gw_endpoint_t *ep)
     if (!s_model_ok(rest, ml))
         return -EINVAL;
     s_set_model(ep, rest, ml);
-    snprintf(ep->path, sizeof ep->path, "%s", path);
+    snprintf(ep->path, sizeof ep->path, "%s%s", S_GEMINI_PREFIX, rest);
     return 0;
 }
 
@@ -197,8 +202,11 @@ int gw_endpoint_parse(const char *path, gw_endpoint_t *ep)
         }
     }
     int rc = -ENOENT;
-    if (s_prefix(path, S_GEMINI_PREFIX))
+    if (s_prefix(path, S_GEMINI_PREFIX) || s_prefix(path, S_GEMINI_V1_PREFIX)) {
         rc = s_parse_gemini(path, ep);
+        if (rc != -ENOENT)
+            ep->format = GW_FORMAT_GEMINI; /* else /v1/models/... stays OpenAI's 404 */
+    }
     else if (s_prefix(path, S_BEDROCK_PREFIX))
         rc = s_parse_bedrock(path, ep);
     if (rc != 0) {

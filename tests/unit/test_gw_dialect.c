@@ -41,6 +41,10 @@ static const s_path_case_t s_paths[] = {
     /* gemini: the model in the path */
     {"/v1beta/models/gemini-2.0-flash:generateContent", 0, GW_FORMAT_GEMINI, GW_OP_GENERATE, false,
      "gemini-2.0-flash", "/v1beta/models/gemini-2.0-flash:generateContent"},
+    /* Google's stable version (what @google/genai sends): on to the agent as v1beta. */
+    {"/v1/models/gemini-2.0-flash:generateContent", 0, GW_FORMAT_GEMINI, GW_OP_GENERATE, false,
+     "gemini-2.0-flash", "/v1beta/models/gemini-2.0-flash:generateContent"},
+    {"/v1/models/gpt-4o", -ENOENT, GW_FORMAT_OPENAI, GW_OP_NONE, false, NULL, "/v1/models/gpt-4o"},
     {"/v1beta/models/gemini-1.5-pro-002:streamGenerateContent", 0, GW_FORMAT_GEMINI,
      GW_OP_STREAM_GENERATE, false, "gemini-1.5-pro-002",
      "/v1beta/models/gemini-1.5-pro-002:streamGenerateContent"},
