@@ -66,6 +66,7 @@
 #define AG_DEFAULT_AZURE_API_VERSION "2024-10-21"
 #define AG_DEFAULT_MAX_CONCURRENCY 64
 
+#define AG_AZURE_API_V1 "v1"  /* azure api_version selecting the /openai/v1/ routes throughout */
 #define AG_DEFAULT_ANTHROPIC_VERSION "2023-06-01" /* sent when the user sends none */
 #define AG_DEFAULT_BEDROCK_MAX_BODY ((int64_t)20 * 1024 * 1024) /* bedrock max_body_bytes */
 

@@ -17,7 +17,8 @@ static const ag_serve_t s_serves[] = {
 };
 
 /* api_key, resource (required; the first label of the host), api_version (default
- * AG_DEFAULT_AZURE_API_VERSION; it goes in the query, so [A-Za-z0-9._-] only). */
+ * AG_DEFAULT_AZURE_API_VERSION; it goes in the query, so [A-Za-z0-9._-] only; "v1": the newer
+ * v1 API for every operation). */
 static int s_build(ag_instance_t *in, const ag_instance_kv_t *kv, const char *dir, char *err,
                    size_t errlen)
 {
@@ -43,17 +44,25 @@ static int s_build(ag_instance_t *in, const ag_instance_kv_t *kv, const char *di
     return rc ? rc : ag_dup(&in->api_version, ver, err, errlen);
 }
 
+/* True for an instance on Azure's newer v1 API (api_version = v1): every operation under
+ * /openai/v1/, no api-version, the deployment named in the body's "model". */
+static bool s_v1(const ag_instance_t *in)
+{
+    return in->api_version && strcmp(in->api_version, AG_AZURE_API_V1) == 0;
+}
+
 /* Chat, completions and embeddings go to the deployment (the upstream name) with the
  * api-version; responses and models to the v1 routes, which take no api-version and read the
- * deployment from the body. Chosen by operation alone (not by the user's path), so that
- * ag_model_in_body can answer from the operation. */
+ * deployment from the body; with api_version = v1, everything goes to the v1 routes. Chosen by
+ * operation alone (not by the user's path), so that ag_model_in_body can answer from the
+ * operation. */
 static int s_url(const ag_instance_t *in, const ag_path_t *p, const char *upstream, char *out,
                  size_t outlen)
 {
     const char *tail = ag_openai_tail(p->op);
     if (!tail)
         return -EINVAL;
-    if (p->op == AG_OP_RESPONSES || p->op == AG_OP_MODELS)
+    if (p->op == AG_OP_RESPONSES || p->op == AG_OP_MODELS || s_v1(in))
         return ag_fmt(out, outlen, "https://%s" S_SUFFIX "/openai/v1/%s", in->resource, tail);
     if (!upstream || !ag_is_url_name(upstream, strlen(upstream)))
         return -EINVAL;
@@ -68,11 +77,10 @@ static int s_auth(const ag_instance_t *in, ag_op_t op, char *out, size_t outlen)
     return ag_fmt(out, outlen, "api-key: %s", in->api_key);
 }
 
-/* Only the v1 responses route reads the deployment from the body. */
+/* The v1 routes read the deployment from the body (models has none). */
 static bool s_model_in_body(const ag_instance_t *in, ag_op_t op)
 {
-    (void)in;
-    return op == AG_OP_RESPONSES;
+    return op == AG_OP_RESPONSES || (s_v1(in) && op != AG_OP_MODELS);
 }
 
 const ag_vendor_ops_t ag_azure_ops = {

@@ -621,6 +621,9 @@ static ag_instance_t s_oai = {.name = "o", .vendor = AG_VENDOR_OPENAI, .api_key 
 static ag_instance_t s_az = {.name = "a", .vendor = AG_VENDOR_AZURE, .api_key = "k",
                              .resource = "res1", .api_version = "2024-10-21", .models = &s_m,
                              .n_models = 1};
+static ag_instance_t s_az1 = {.name = "a1", .vendor = AG_VENDOR_AZURE, .api_key = "k",
+                              .resource = "res1", .api_version = "v1", .models = &s_m,
+                              .n_models = 1};
 static ag_instance_t s_an = {.name = "an", .vendor = AG_VENDOR_ANTHROPIC, .api_key = "sk-ant"};
 static ag_instance_t s_an_oc = {.name = "an2", .vendor = AG_VENDOR_ANTHROPIC,
                                 .api_key = "sk-ant", .openai_compatible = true};
@@ -675,6 +678,13 @@ static void test_urls(void **state)
         {&s_az, AG_FMT_AZURE, AG_OP_RESPONSES, false, "dep", 0,
          "https://res1.openai.azure.com/openai/v1/responses"},
         {&s_az, AG_FMT_OPENAI, AG_OP_MODELS, false, NULL, 0,
+         "https://res1.openai.azure.com/openai/v1/models"},
+        /* api_version = v1: Azure's newer v1 API for every operation */
+        {&s_az1, AG_FMT_OPENAI, AG_OP_CHAT, false, "dep", 0,
+         "https://res1.openai.azure.com/openai/v1/chat/completions"},
+        {&s_az1, AG_FMT_AZURE, AG_OP_EMBEDDINGS, false, "dep", 0,
+         "https://res1.openai.azure.com/openai/v1/embeddings"},
+        {&s_az1, AG_FMT_OPENAI, AG_OP_MODELS, false, NULL, 0,
          "https://res1.openai.azure.com/openai/v1/models"},
         {&s_az, AG_FMT_AZURE, AG_OP_CHAT, false, "a/b", -EINVAL, NULL},
         {&s_az, AG_FMT_AZURE, AG_OP_CHAT, false, "..", -EINVAL, NULL},
@@ -894,6 +904,8 @@ static void test_auth_and_headers(void **state)
         {&s_oai, AG_OP_MODELS, false},       {&s_oai, AG_OP_NONE, false},
         {&s_az, AG_OP_CHAT, false},          {&s_az, AG_OP_EMBEDDINGS, false},
         {&s_az, AG_OP_RESPONSES, true},      {&s_az, AG_OP_MODELS, false},
+        {&s_az1, AG_OP_CHAT, true},          {&s_az1, AG_OP_EMBEDDINGS, true},
+        {&s_az1, AG_OP_MODELS, false},
         {&s_an, AG_OP_MESSAGES, true},       {&s_an, AG_OP_COUNT_TOKENS, true},
         {&s_an_oc, AG_OP_CHAT, true},        {&s_gm, AG_OP_GENERATE, false},
         {&s_gm, AG_OP_STREAM_GENERATE, false}, {&s_gm_oc, AG_OP_CHAT, true},
