@@ -361,6 +361,14 @@ static int s_token_get(s_xfer_t *x, const char **token)
     return -EACCES;
 }
 
+/* The vendor took this try's token. */
+static void s_token_accepted(s_xfer_t *x)
+{
+    ag_gtoken_t *g = x->a->gtokens[x->inst - x->a->set->v];
+    if (g)
+        ag_gtoken_accepted(g, x->token_gen);
+}
+
 /* The vendor refused this try's token (401): a refresh becomes due. */
 static void s_token_invalidate(s_xfer_t *x)
 {
@@ -455,6 +463,8 @@ static bool s_may_retry(const s_xfer_t *x, int64_t delay_ms, bool auth)
  * dropped and the next try starts when the transfer is done. */
 static void s_decide_retry(s_xfer_t *x)
 {
+    if (s_token_based(x) && x->status != 401)
+        s_token_accepted(x);
     if (s_status_retryable(x->status)) {
         int64_t delay = s_retry_delay(x);
         if (!s_may_retry(x, delay, false))

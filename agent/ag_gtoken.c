@@ -770,6 +770,12 @@ bool ag_gtoken_invalidate(ag_gtoken_t *g, uint64_t gen, uint64_t now_us)
     return true;
 }
 
+void ag_gtoken_accepted(ag_gtoken_t *g, uint64_t gen)
+{
+    if (g->token && gen == g->gen)
+        g->replaces_refused = false;
+}
+
 /* CURLOPT_WRITEFUNCTION: gathers the answer, at most AG_GTOKEN_MAX_ANSWER bytes; returning
  * less than given makes curl fail the transfer with CURLE_WRITE_ERROR. */
 static size_t s_on_write(char *data, size_t size, size_t nmemb, void *userp)

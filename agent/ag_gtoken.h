@@ -191,6 +191,10 @@ const char *ag_gtoken_error(const ag_gtoken_t *g);
  * exists already) changes nothing. True when the token was dropped. */
 bool ag_gtoken_invalidate(ag_gtoken_t *g, uint64_t gen, uint64_t now_us);
 
+/* The vendor took token generation gen (an answer other than 401): a later refusal of it is
+ * a revocation, not the sign of a vendor that takes no new token. */
+void ag_gtoken_accepted(ag_gtoken_t *g, uint64_t gen);
+
 /* Starts a refresh at monotonic now_us, signing with wall-clock now_wall: *easy is a new curl
  * easy handle with the options listed above, for the caller to complete and add to its multi;
  * the module owns it until ag_gtoken_finish. 0; -EALREADY when one is in flight; -ENOMEM or

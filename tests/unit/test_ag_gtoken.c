@@ -691,6 +691,12 @@ static void test_invalidate(void **state)
     assert_int_equal(t_exchange(g, T0 + 2 * SEC, T0 + 3 * SEC, 200, T_OK(3600)), 0);
     assert_true(ag_gtoken_invalidate(g, 2, T0 + 4 * SEC));
     assert_int_equal(ag_gtoken_state(g, T0 + 4 * SEC), AG_GTOKEN_FAILED);
+    /* A replacement the vendor took once, then refused: a revocation, fetched again at once. */
+    assert_int_equal(t_exchange(g, T0 + 5 * SEC, T0 + 6 * SEC, 200, T_OK(3600)), 0);
+    ag_gtoken_accepted(g, 2); /* an older generation: changes nothing */
+    ag_gtoken_accepted(g, 3);
+    assert_true(ag_gtoken_invalidate(g, 3, T0 + 7 * SEC));
+    assert_int_equal(ag_gtoken_state(g, T0 + 7 * SEC), AG_GTOKEN_WAIT);
     ag_gtoken_destroy(&g);
 }
 
