@@ -28,7 +28,8 @@ GEMINI = "gemini-2.5-flash"             # gemini (AI Studio)
 VERTEX = "gemini-2.5-pro"               # vertex (us-central1)
 BEDROCK = "anthropic.claude-3-5-haiku-20241022-v1:0"  # bedrock (us-east-1)
 BEDROCK_TINY = "bedrock-tiny"           # bedrock, renamed to BEDROCK, max_body_bytes 2048
-CLOUD_MODELS = (CLAUDE, GEMINI, VERTEX, BEDROCK, BEDROCK_TINY)
+AZURE_V1 = "gpt-4o-v1"                  # azure with api_version = v1 (deployment "prod-4o")
+CLOUD_MODELS = (CLAUDE, GEMINI, VERTEX, BEDROCK, BEDROCK_TINY, AZURE_V1)
 # Prices per 1M tokens as hubctl takes them, and the same in micro-units per 1M tokens.
 PRICE_IN, PRICE_OUT, PRICE_CACHED = "0.15", "0.60", "0.075"
 MICRO_IN, MICRO_OUT, MICRO_CACHED = 150000, 600000, 75000
@@ -109,11 +110,14 @@ class Chain:
                       "access_key_id = %s\nsecret_access_key = %s\nmodels = %s\n\n"
                       "[instance.bedrock-tiny]\nvendor = bedrock\nregion = us-east-1\n"
                       "access_key_id = %s\nsecret_access_key = %s\nmodels = %s=%s\n"
-                      "max_body_bytes = 2048\n"
+                      "max_body_bytes = 2048\n\n"
+                      "[instance.az-v1]\nvendor = azure\nresource = %s\napi_key = %s\n"
+                      "api_version = v1\nmodels = %s=prod-4o\n"
                       % (fc.anthropic_key, CLAUDE, fc.gemini_key, GEMINI, fc.vertex_project,
                          fc.service_account_file, VERTEX, fc.bedrock_access_key_id,
                          fc.bedrock_secret_access_key, BEDROCK, fc.bedrock_access_key_id,
-                         fc.bedrock_secret_access_key, BEDROCK_TINY, BEDROCK))
+                         fc.bedrock_secret_access_key, BEDROCK_TINY, BEDROCK,
+                         AZURE_HOST.split(".")[0], fakevendor.AZURE_KEY, AZURE_V1))
         with open(os.path.join(a.dir, "agent.conf"), "a") as f:
             f.write("\n[upstream]\nconnect_to = %s,%s%s\nca_file = %s\n\n"
                     "[instance.main]\nvendor = openai\napi_key = %s\nmodels = %s, %s\n"

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.parse
 
-from chain import (BEDROCK, BEDROCK_TINY, CLAUDE, GEMINI, VERTEX, Chain, cost_micros)
+from chain import (AZURE_V1, BEDROCK, BEDROCK_TINY, CLAUDE, GEMINI, VERTEX, Chain, cost_micros)
 from harness import run_tests, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_vendor"))
@@ -159,22 +159,38 @@ def test_anthropic_openai_compatible_endpoint():
     assert_billed(hdrs, body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])
 
 
-def test_anthropic_cancel_is_billed_by_the_estimate():
+def cancel_after(path, body, marker, count):
+    """Starts a slow stream (200 pieces, 20 ms apart), reads until `marker` was seen `count`
+    times, hangs up, and returns the request's ledger row once it settled."""
     fc.config(chunks=200, delay_ms=20, count=1)
     c = http.client.HTTPConnection("127.0.0.1", ch.hub.gateway_port, timeout=30)
-    c.request("POST", "/v1/messages", body=json.dumps(anthropic_body(stream=True,
-                                                                     max_tokens=1000)),
-              headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
+    c.request("POST", path, body=json.dumps(body),
+              headers={"Authorization": "Bearer " + KEY, "x-goog-api-key": KEY,
+                       "Content-Type": "application/json"})
     r = c.getresponse()
-    assert r.status == 200
+    assert r.status == 200, r.read()
     got = b""
-    while got.count(b"content_block_delta") < 6:
-        got += r.read1(4096)
+    while got.count(marker) < count:
+        piece = r.read1(4096)
+        assert piece, got
+        got += piece
     req_id = r.getheader("x-request-id")
     c.close()
     wait_until(lambda: ch.row(req_id)[1], timeout=30, what="cancelled stream settled")
-    row = ch.row(req_id)[1]
-    assert row["output"] >= 1 and row["input"] > 0, row
+    return ch.row(req_id)[1]
+
+
+def test_cancelled_streams_are_billed_by_what_was_produced_in_every_format():
+    cases = [
+        ("/v1/messages", anthropic_body(stream=True, max_tokens=1000), b"content_block_delta"),
+        (gemini_path(GEMINI, "streamGenerateContent") + "?alt=sse", GEMINI_BODY, b"data:"),
+        (gemini_path(VERTEX, "streamGenerateContent") + "?alt=sse", GEMINI_BODY, b"data:"),
+        (BEDROCK_PATH + "/converse-stream", CONVERSE_BODY, b"contentBlockDelta"),
+        (BEDROCK_PATH + "/invoke-with-response-stream", INVOKE_BODY, b":event-type"),
+    ]
+    for path, body, marker in cases:
+        row = cancel_after(path, body, marker, 6)
+        assert row["input"] > 0 and 1 <= row["output"] < 200, (path, row)
 
 
 # ---- Gemini (AI Studio) -----------------------------------------------------------------------
@@ -251,8 +267,11 @@ def test_vertex_generate_and_stream_with_one_token():
     assert status == 200, raw
     chunks = [json.loads(d) for _, d in fake_clouds.sse_parse(raw)]
     assert_billed(hdrs, *gemini_usage(chunks[-1]["usageMetadata"]))
-    assert fc.stats()["token_requests"] - before == 1, fc.stats()  # cached between requests
-    assert fc.stats()["by_endpoint"].get("vertex/generateContent", 0) == 3, fc.stats()
+    # One token fetched (reset revoked any earlier one: one 401, answered by a refresh and a
+    # second try), then cached between requests.
+    st = fc.stats()
+    assert st["token_requests"] - before == 1, st
+    assert st["by_endpoint_status"]["vertex/generateContent"].get("200") == 3, st
 
 
 def test_vertex_token_expiring_mid_run_is_refreshed_without_a_failed_request():
@@ -328,6 +347,21 @@ def test_bedrock_errors_in_aws_shape():
     assert hdrs.get("x-amzn-errortype"), hdrs
     status, hdrs, raw = call("POST", BEDROCK_PATH + "/invoke", dict(INVOKE_BODY, stream=True))
     assert status == 400 and "extraneous key" in json.loads(raw)["message"], raw
+
+
+# ---- Azure's v1 API ----------------------------------------------------------------------------
+
+def test_azure_v1_api_for_chat():
+    ch.fv.reset()
+    status, hdrs, raw = call("POST", "/v1/chat/completions",
+                             {"model": AZURE_V1, "messages": MESSAGES, "max_tokens": 16})
+    assert status == 200, raw
+    last = ch.fv.last()
+    assert last["path"] == "/openai/v1/chat/completions" and "api-version" not in \
+        last.get("query", ""), last
+    assert json.loads(last["body"])["model"] == "prod-4o", last  # the deployment, in the body
+    u = json.loads(raw)["usage"]
+    assert_billed(hdrs, u["prompt_tokens"], u["completion_tokens"])
 
 
 # ---- the retry layer --------------------------------------------------------------------------
