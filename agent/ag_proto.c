@@ -1,5 +1,6 @@
 /* ag_proto: supervisor ⇄ adapter frames and local error answers. */
 #include "ag_proto.h"
+#include "apierror.h"
 #include "bus_log.h"
 
 #include <errno.h>
@@ -39,70 +40,6 @@ int ag_openai_error(char *out, size_t outlen, const char *message, const char *t
     return n;
 }
 
-/* Anthropic's error type for an HTTP status. */
-static const char *s_anthropic_type(int status)
-{
-    switch (status) {
-    case 401:
-        return "authentication_error";
-    case 403:
-        return "permission_error";
-    case 404:
-        return "not_found_error";
-    case 413:
-        return "request_too_large";
-    case 429:
-        return "rate_limit_error";
-    case 529:
-        return "overloaded_error";
-    default:
-        return status >= 500 ? "api_error" : "invalid_request_error";
-    }
-}
-
-/* Google's canonical status name for an HTTP status. */
-static const char *s_google_status(int status)
-{
-    switch (status) {
-    case 401:
-        return "UNAUTHENTICATED";
-    case 403:
-        return "PERMISSION_DENIED";
-    case 404:
-        return "NOT_FOUND";
-    case 429:
-        return "RESOURCE_EXHAUSTED";
-    case 502:
-    case 503:
-        return "UNAVAILABLE";
-    case 504:
-        return "DEADLINE_EXCEEDED";
-    default:
-        return status >= 500 ? "INTERNAL" : "INVALID_ARGUMENT";
-    }
-}
-
-/* AWS's error type (x-amzn-ErrorType) for an HTTP status. */
-static const char *s_aws_type(int status)
-{
-    switch (status) {
-    case 401:
-    case 403:
-        return "AccessDeniedException";
-    case 404:
-        return "ResourceNotFoundException";
-    case 429:
-        return "ThrottlingException";
-    case 502:
-    case 503:
-        return "ServiceUnavailableException";
-    case 504:
-        return "ModelTimeoutException";
-    default:
-        return status >= 500 ? "InternalServerException" : "ValidationException";
-    }
-}
-
 static bool s_is(const char *format, const char *name)
 {
     return format && strcmp(format, name) == 0;
@@ -120,14 +57,14 @@ int ag_format_error(char *out, size_t outlen, const char *format, int status, co
     int n;
     if (s_is(format, "anthropic")) {
         n = snprintf(out, outlen, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}",
-                     s_anthropic_type(status), msg);
+                     apierror_anthropic_type(status), msg);
     } else if (s_is(format, "gemini")) {
         n = snprintf(out, outlen, "{\"error\":{\"code\":%d,\"message\":\"%s\",\"status\":\"%s\"}}",
-                     status, msg, s_google_status(status));
+                     status, msg, apierror_google_status(status));
     } else {
         n = snprintf(out, outlen, "{\"message\":\"%s\"}", msg);
         if (aws_type)
-            *aws_type = s_aws_type(status);
+            *aws_type = apierror_aws_type(status);
     }
     if (n < 0 || (size_t)n >= outlen)
         return -ENOSPC;

@@ -1,5 +1,6 @@
 /* gw_dialect: the request formats' endpoints, keys, forwarded headers and error shapes. */
 #include "gw_dialect.h"
+#include "apierror.h"
 #include "eventstream.h"
 
 #include <errno.h>
@@ -404,85 +405,6 @@ bool gw_dialect_header_value_ok(const char *v, size_t len)
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
-static const char *s_anthropic_type(int status)
-{
-    switch (status) {
-    case 400:
-        return "invalid_request_error";
-    case 401:
-        return "authentication_error";
-    case 402:
-        return "billing_error";
-    case 403:
-        return "permission_error";
-    case 404:
-        return "not_found_error";
-    case 413:
-        return "request_too_large";
-    case 429:
-        return "rate_limit_error";
-    case 503:
-        return "overloaded_error";
-    case 504:
-        return "timeout_error";
-    default:
-        return status < 500 ? "invalid_request_error" : "api_error";
-    }
-}
-
-static const char *s_google_status(int status)
-{
-    switch (status) {
-    case 400:
-        return "INVALID_ARGUMENT";
-    case 401:
-        return "UNAUTHENTICATED";
-    case 402:
-        return "FAILED_PRECONDITION";
-    case 403:
-        return "PERMISSION_DENIED";
-    case 404:
-        return "NOT_FOUND";
-    case 413:
-        return "INVALID_ARGUMENT";
-    case 429:
-        return "RESOURCE_EXHAUSTED";
-    case 500:
-        return "INTERNAL";
-    case 502:
-    case 503:
-        return "UNAVAILABLE";
-    case 504:
-        return "DEADLINE_EXCEEDED";
-    default:
-        return status < 500 ? "INVALID_ARGUMENT" : "INTERNAL";
-    }
-}
-
-static const char *s_aws_type(int status)
-{
-    switch (status) {
-    case 401:
-        return "UnrecognizedClientException";
-    case 402:
-    case 403:
-        return "AccessDeniedException";
-    case 404:
-        return "ResourceNotFoundException";
-    case 429:
-        return "ThrottlingException";
-    case 500:
-        return "InternalServerException";
-    case 502:
-    case 503:
-        return "ServiceUnavailableException";
-    case 504:
-        return "ModelTimeoutException";
-    default:
-        return status < 500 ? "ValidationException" : "InternalServerException";
-    }
-}
-
 /* Sets out's body from a JSON value (taken) and its header lines (copied). */
 static int s_finish(gw_error_t *out, json_t *o, const char *headers)
 {
@@ -525,7 +447,7 @@ int gw_dialect_error(gw_format_t f, int status, const char *type, const char *co
     switch (f) {
     case GW_FORMAT_ANTHROPIC:
         o = json_pack("{s:s, s:{s:s, s:s}, s:s}", "type", "error", "error", "type",
-                      s_anthropic_type(status), "message", message, "request_id", request_id);
+                      apierror_anthropic_type(status), "message", message, "request_id", request_id);
         snprintf(h, sizeof h, "content-type: application/json\r\nrequest-id: %.64s\r\n",
                  request_id);
         rc = s_finish(out, o, h);
@@ -546,7 +468,7 @@ int gw_dialect_error(gw_format_t f, int status, const char *type, const char *co
                           "generativelanguage.googleapis.com");
         } else {
             o = json_pack("{s:{s:i, s:s, s:s}}", "error", "code", status, "message", message,
-                          "status", s_google_status(status));
+                          "status", apierror_google_status(status));
         }
         rc = s_finish(out, o, "content-type: application/json; charset=UTF-8\r\n");
         break;
@@ -555,7 +477,7 @@ int gw_dialect_error(gw_format_t f, int status, const char *type, const char *co
         snprintf(h, sizeof h,
                  "content-type: application/json\r\nx-amzn-ErrorType: %s\r\n"
                  "x-amzn-RequestId: %.64s\r\n",
-                 s_aws_type(status), request_id);
+                 apierror_aws_type(status), request_id);
         rc = s_finish(out, o, h);
         break;
     case GW_FORMAT_OPENAI:
