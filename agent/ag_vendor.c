@@ -80,6 +80,15 @@ int ag_kv_secret(const ag_instance_kv_t *kv, const char *key, bool required, cha
     return ag_dup(out, v, err, errlen);
 }
 
+int ag_build_key_compat(ag_instance_t *in, const ag_instance_kv_t *kv, const char *dir, char *err,
+                        size_t errlen)
+{
+    (void)dir;
+    int rc = ag_kv_secret(kv, "api_key", true, &in->api_key, err, errlen);
+    return rc ? rc
+              : ag_kv_bool(kv, "openai_compatible", false, &in->openai_compatible, err, errlen);
+}
+
 int ag_kv_bool(const ag_instance_kv_t *kv, const char *key, bool def, bool *out, char *err,
                size_t errlen)
 {

@@ -93,6 +93,11 @@ int ag_kv_secret(const ag_instance_kv_t *kv, const char *key, bool required, cha
 int ag_kv_bool(const ag_instance_kv_t *kv, const char *key, bool def, bool *out, char *err,
                size_t errlen);
 
+/* Builds an instance whose keys are api_key (required) and openai_compatible (default false):
+ * the ops table's build for Anthropic and Gemini. */
+int ag_build_key_compat(ag_instance_t *in, const ag_instance_kv_t *kv, const char *dir, char *err,
+                        size_t errlen);
+
 /* True when s is a host label of [a-z0-9-], 1 to max bytes, not starting or ending with '-'
  * (an Azure resource, a cloud region). */
 bool ag_is_label(const char *s, size_t max);

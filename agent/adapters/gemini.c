@@ -15,16 +15,6 @@ static const ag_serve_t s_serves[] = {
     {0, 0, false},
 };
 
-/* api_key (required), openai_compatible (default false). */
-static int s_build(ag_instance_t *in, const ag_instance_kv_t *kv, const char *dir, char *err,
-                   size_t errlen)
-{
-    (void)dir;
-    int rc = ag_kv_secret(kv, "api_key", true, &in->api_key, err, errlen);
-    return rc ? rc
-              : ag_kv_bool(kv, "openai_compatible", false, &in->openai_compatible, err, errlen);
-}
-
 /* /v1beta/models/MODEL:generateContent, :streamGenerateContent (?alt=sse when the user asked
  * for SSE; else Google answers one JSON array, as the user expects); OpenAI-compatible chat
  * and embeddings under /v1beta/openai/. */
@@ -66,7 +56,7 @@ const ag_vendor_ops_t ag_gemini_ops = {
     .keys = s_keys,
     .url_models = true,
     .serves = s_serves,
-    .build = s_build,
+    .build = ag_build_key_compat,
     .url = s_url,
     .auth = s_auth,
     .default_headers = NULL,

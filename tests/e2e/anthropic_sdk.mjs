@@ -3,23 +3,13 @@
 // RELAYHUB_MODEL. Arguments: the checks to run (all when none). Prints one JSON object with
 // what each check observed; the Python test asserts on it.
 import Anthropic from "@anthropic-ai/sdk";
+import { checks } from "./checks.mjs";
 
 const baseURL = process.env.RELAYHUB_BASE_URL;
 const apiKey = process.env.RELAYHUB_API_KEY;
 const model = process.env.RELAYHUB_MODEL;
 const client = new Anthropic({ baseURL, apiKey, maxRetries: 0, timeout: 30000 });
-const out = {};
-const only = process.argv.slice(2);
-
-async function check(name, fn) {
-  if (only.length && !only.includes(name)) return;
-  try {
-    out[name] = await fn();
-  } catch (e) {
-    out[name] = { error: String(e && e.message), status: e && e.status,
-                  class: e && e.constructor && e.constructor.name };
-  }
-}
+const { check, print } = checks();
 
 const messages = [{ role: "user", content: "hello" }];
 
@@ -88,4 +78,4 @@ await check("unknown_model", async () => {
   }
 });
 
-console.log(JSON.stringify(out));
+print();

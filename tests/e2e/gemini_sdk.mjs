@@ -3,23 +3,13 @@
 // (http://127.0.0.1:PORT), RELAYHUB_API_KEY, RELAYHUB_MODEL. Arguments: the checks to run (all
 // when none). Prints one JSON object with what each check observed.
 import { GoogleGenAI } from "@google/genai";
+import { checks } from "./checks.mjs";
 
 const baseUrl = process.env.RELAYHUB_BASE_URL;
 const apiKey = process.env.RELAYHUB_API_KEY;
 const model = process.env.RELAYHUB_MODEL;
 const ai = new GoogleGenAI({ apiKey, httpOptions: { baseUrl, timeout: 30000 } });
-const out = {};
-const only = process.argv.slice(2);
-
-async function check(name, fn) {
-  if (only.length && !only.includes(name)) return;
-  try {
-    out[name] = await fn();
-  } catch (e) {
-    out[name] = { error: String(e && e.message), status: e && e.status,
-                  class: e && e.constructor && e.constructor.name };
-  }
-}
+const { check, print } = checks();
 
 await check("generate", async () => {
   const r = await ai.models.generateContent({ model, contents: "hello" });
@@ -47,4 +37,4 @@ await check("bad_key", async () => {
   }
 });
 
-console.log(JSON.stringify(out));
+print();
