@@ -1,6 +1,7 @@
 /* ag_vendor: the instance set, model mapping, the path allow-list of every format and the header
  * filters; everything vendor-specific is dispatched to adapters/<vendor>.c. */
 #include "ag_vendor.h"
+#include "pct.h"
 #include "adapters/adapters.h"
 #include "usage.h"
 
@@ -578,43 +579,20 @@ static int s_set_url_model(ag_path_t *out, const char *s, size_t n)
     return 0;
 }
 
-/* Value of a hex digit, or -1. */
-static int s_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes a Bedrock model id (%XX escapes; raw ':' and the like kept) into out->model_buf.
  * The id must decode to 1..AG_MODEL_MAX bytes of printable ASCII (0x21-0x7e). 0 or -EINVAL. */
 static int s_set_bedrock_model(ag_path_t *out, const char *s, size_t n)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return -EINVAL;
-            int hi = s_hexval(s[i + 1]), lo = s_hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -EINVAL;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (c < 0x21 || c > 0x7e || o == AG_MODEL_MAX)
-            return -EINVAL;
-        out->model_buf[o++] = (char)c;
-    }
-    if (o == 0)
+    int len = pct_decode(s, n, out->model_buf, sizeof out->model_buf);
+    if (len <= 0)
         return -EINVAL;
-    out->model_buf[o] = '\0';
+    for (int i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)out->model_buf[i];
+        if (c < 0x21 || c > 0x7e)
+            return -EINVAL;
+    }
     out->path_model = out->model_buf;
-    out->path_model_len = o;
+    out->path_model_len = (size_t)len;
     return 0;
 }
 

@@ -7,6 +7,7 @@
  * the next state; see s_scan.
  */
 #include "jsonscan.h"
+#include "pct.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -397,18 +398,6 @@ static void s_string_done(jscan_t *s)
     s_value_done(s);
 }
 
-/* Value of a hex digit, or -1. */
-static int s_hex(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Starts a UTF-8 sequence with lead byte c (RFC 3629's table: no overlong forms, no
  * surrogates, nothing above U+10FFFF); 0 or -1 for a byte that cannot lead. */
 static int s_utf8_lead(jscan_state_t *st, uint8_t c)
@@ -476,7 +465,7 @@ static int s_string_byte(jscan_t *s, uint8_t c)
         return 0;
     }
     case STR_HEX: {
-        int h = s_hex(c);
+        int h = pct_hexval(c);
         if (h < 0)
             return s_syntax(s, "invalid \\u escape");
         st->hex_v = st->hex_v << 4 | (uint32_t)h;

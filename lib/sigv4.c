@@ -1,5 +1,6 @@
 /* sigv4: AWS Signature Version 4 header signing with OpenSSL 3 (EVP digests, EVP_Q_mac). */
 #include "sigv4.h"
+#include "pct.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -100,18 +101,6 @@ static bool s_unreserved(unsigned char c)
            c == '_' || c == '.' || c == '~';
 }
 
-/* Value of a hex digit, or -1. */
-static int s_hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Appends in[0..len) URI-encoded; '/' kept when keep_slash; a valid %XX kept as it is when
  * keep_escapes (the input is already encoded, S3 style), with its hex digits uppercased. */
 static void s_encode(s_buf_t *b, const char *in, size_t len, bool keep_slash, bool keep_escapes)
@@ -122,10 +111,10 @@ static void s_encode(s_buf_t *b, const char *in, size_t len, bool keep_slash, bo
         if (s_unreserved(c) || (keep_slash && c == '/')) {
             s_buf_ch(b, (char)c);
         } else if (keep_escapes && c == '%' && i + 2 < len &&
-                   s_hexval((unsigned char)in[i + 1]) >= 0 &&
-                   s_hexval((unsigned char)in[i + 2]) >= 0) {
-            char esc[3] = {'%', hex[s_hexval((unsigned char)in[i + 1])],
-                           hex[s_hexval((unsigned char)in[i + 2])]};
+                   pct_hexval((unsigned char)in[i + 1]) >= 0 &&
+                   pct_hexval((unsigned char)in[i + 2]) >= 0) {
+            char esc[3] = {'%', hex[pct_hexval((unsigned char)in[i + 1])],
+                           hex[pct_hexval((unsigned char)in[i + 2])]};
             s_buf_add(b, esc, 3);
             i += 2;
         } else {
@@ -140,8 +129,8 @@ static void s_decode(s_buf_t *b, const char *in, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
-        if (in[i] == '%' && i + 2 < len && (hi = s_hexval((unsigned char)in[i + 1])) >= 0 &&
-            (lo = s_hexval((unsigned char)in[i + 2])) >= 0) {
+        if (in[i] == '%' && i + 2 < len && (hi = pct_hexval((unsigned char)in[i + 1])) >= 0 &&
+            (lo = pct_hexval((unsigned char)in[i + 2])) >= 0) {
             s_buf_ch(b, (char)(hi << 4 | lo));
             i += 2;
         } else {

@@ -30,6 +30,7 @@
  * Statements bound to a key hash run with s->redact set: the server's error text can quote a
  * bound value ("Duplicate entry '...' for key"), and a hash must not reach last_error or a log.
  */
+#include "pct.h"
 #include "store_impl.h"
 
 #include <assert.h>
@@ -73,40 +74,16 @@ typedef struct {
 
 /* ---- URL parsing ------------------------------------------------------------------------ */
 
-/* Value of one hex digit, or -1. */
-static int s_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes len bytes of src into a new string; -EINVAL on a bad or NUL escape. */
 static int s_pct_decode(const char *src, size_t len, char **out)
 {
     char *dst = malloc(len + 1);
     if (!dst)
         return -ENOMEM;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (src[i] != '%') {
-            dst[o++] = src[i];
-            continue;
-        }
-        int hi = i + 2 < len ? s_hex(src[i + 1]) : -1;
-        int lo = i + 2 < len ? s_hex(src[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            free(dst);
-            return -EINVAL;
-        }
-        dst[o++] = (char)(hi * 16 + lo);
-        i += 2;
+    if (pct_decode(src, len, dst, len + 1) < 0) {
+        free(dst);
+        return -EINVAL;
     }
-    dst[o] = '\0';
     *out = dst;
     return 0;
 }

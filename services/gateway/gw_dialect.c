@@ -2,6 +2,7 @@
 #include "gw_dialect.h"
 #include "apierror.h"
 #include "eventstream.h"
+#include "sigv4.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -97,28 +98,13 @@ static bool s_model_ok(const char *m, size_t len)
     return true;
 }
 
-/* Percent-encodes s as AWS SDKs encode a path label: all but A-Z a-z 0-9 - _ . ~ become %XX.
- * Appends to out (NUL-terminated, cap bytes in all); false when it does not fit. */
+/* Percent-encodes s as AWS SDKs encode a path label (all but A-Z a-z 0-9 - _ . ~ as %XX: what
+ * SigV4 calls URI encoding) and appends it to out (NUL-terminated, cap bytes in all); false when
+ * it does not fit. */
 static bool s_pct_append(char *out, size_t cap, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789ABCDEF";
     size_t o = strlen(out);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                     c == '-' || c == '_' || c == '.' || c == '~';
-        if (o + (plain ? 1 : 3) >= cap)
-            return false;
-        if (plain) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    out[o] = '\0';
-    return true;
+    return o < cap && sigv4_uri_encode(s, len, 0, out + o, cap - o) >= 0;
 }
 
 static bool s_append(char *out, size_t cap, const char *s)
