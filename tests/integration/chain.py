@@ -28,6 +28,7 @@ GEMINI = "gemini-2.5-flash"             # gemini (AI Studio)
 VERTEX = "gemini-2.5-pro"               # vertex (us-central1)
 BEDROCK = "anthropic.claude-3-5-haiku-20241022-v1:0"  # bedrock (us-east-1)
 BEDROCK_TINY = "bedrock-tiny"           # bedrock, renamed to BEDROCK, max_body_bytes 2048
+BEDROCK_SESSION_TOKEN = "IQoJb3JpZ2luX2VjEFAKEsessiontoken0123456789abcdef/+="
 AZURE_V1 = "gpt-4o-v1"                  # azure with api_version = v1 (deployment "prod-4o")
 CLOUD_MODELS = (CLAUDE, GEMINI, VERTEX, BEDROCK, BEDROCK_TINY, AZURE_V1)
 # Prices per 1M tokens as hubctl takes them, and the same in micro-units per 1M tokens.
@@ -60,8 +61,10 @@ class Chain:
     def __init__(self, store="sqlite", sets=(), agent_sets=(), agents=1, clouds=False):
         self.root = tmpdir()
         self.fv = fakevendor.FakeVendor(self.root).start()
-        self.fc = fakeclouds.FakeClouds(os.path.join(self.root, "clouds")).start() if clouds \
-            else None
+        # Bedrock with session credentials (as from STS): the token is signed too.
+        self.fc = fakeclouds.FakeClouds(os.path.join(self.root, "clouds"),
+                                        bedrock_session_token=BEDROCK_SESSION_TOKEN).start() \
+            if clouds else None
         self.ca = self.fv.ca
         if self.fc:
             # One CA file for the agent (curl's CAINFO takes a bundle): both fakes' CAs.
@@ -107,16 +110,19 @@ class Chain:
                       "[instance.vertex]\nvendor = vertex\nproject = %s\nregion = us-central1\n"
                       "service_account_file = %s\nmodels = %s\n\n"
                       "[instance.bedrock]\nvendor = bedrock\nregion = us-east-1\n"
-                      "access_key_id = %s\nsecret_access_key = %s\nmodels = %s\n\n"
+                      "access_key_id = %s\nsecret_access_key = %s\nsession_token = %s\n"
+                      "models = %s\n\n"
                       "[instance.bedrock-tiny]\nvendor = bedrock\nregion = us-east-1\n"
-                      "access_key_id = %s\nsecret_access_key = %s\nmodels = %s=%s\n"
+                      "access_key_id = %s\nsecret_access_key = %s\nsession_token = %s\n"
+                      "models = %s=%s\n"
                       "max_body_bytes = 2048\n\n"
                       "[instance.az-v1]\nvendor = azure\nresource = %s\napi_key = %s\n"
                       "api_version = v1\nmodels = %s=prod-4o\n"
                       % (fc.anthropic_key, CLAUDE, fc.gemini_key, GEMINI, fc.vertex_project,
                          fc.service_account_file, VERTEX, fc.bedrock_access_key_id,
-                         fc.bedrock_secret_access_key, BEDROCK, fc.bedrock_access_key_id,
-                         fc.bedrock_secret_access_key, BEDROCK_TINY, BEDROCK,
+                         fc.bedrock_secret_access_key, BEDROCK_SESSION_TOKEN, BEDROCK,
+                         fc.bedrock_access_key_id, fc.bedrock_secret_access_key,
+                         BEDROCK_SESSION_TOKEN, BEDROCK_TINY, BEDROCK,
                          AZURE_HOST.split(".")[0], fakevendor.AZURE_KEY, AZURE_V1))
         with open(os.path.join(a.dir, "agent.conf"), "a") as f:
             f.write("\n[upstream]\nconnect_to = %s,%s%s\nca_file = %s\n\n"

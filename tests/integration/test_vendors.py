@@ -14,7 +14,8 @@ import sys
 import time
 import urllib.parse
 
-from chain import (AZURE_V1, BEDROCK, BEDROCK_TINY, CLAUDE, GEMINI, VERTEX, Chain, cost_micros)
+from chain import (AZURE_V1, BEDROCK, BEDROCK_SESSION_TOKEN, BEDROCK_TINY, CLAUDE, GEMINI, VERTEX,
+                   Chain, cost_micros)
 from harness import run_tests, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_vendor"))
@@ -435,6 +436,18 @@ def test_a_stream_without_its_final_event_is_an_error():
     msgs = fake_clouds.es_parse(raw)
     assert msgs[-1]["headers"].get(":message-type") == "exception", msgs[-1]
     assert endpoint_count("bedrock/converse-stream") == 1, fc.stats()
+
+
+# ---- secrets ----------------------------------------------------------------------------------
+
+def test_no_vendor_secret_or_user_key_in_any_log():
+    secrets = [fc.anthropic_key, fc.gemini_key, fc.bedrock_secret_access_key,
+               BEDROCK_SESSION_TOKEN, fc.service_account["private_key"].splitlines()[1], KEY]
+    logs = [ch.agent.log, ch.hub.log, ch.hub.gateway_log, ch.hub.billing_log]
+    for path in logs:
+        text = open(path).read()
+        for secret in secrets:
+            assert secret not in text, (path, secret[:8])
 
 
 # ---- the ledger --------------------------------------------------------------------------------
