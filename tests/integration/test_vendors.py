@@ -342,6 +342,27 @@ def test_bedrock_renamed_model_and_body_limit():
     assert "limit" in json.loads(raw)["message"], raw
 
 
+def test_large_bodies_flow_through_and_bedrock_buffers_within_its_credit():
+    # 3 MiB: far over the gateway's first upload window (1 MiB), so the body only gets through
+    # if the agent grants credit as it goes (Bedrock: as it buffers; others: as curl sends).
+    filler = "x" * (3 * 1024 * 1024)
+    fc.reset()
+    status, hdrs, raw = call("POST", BEDROCK_PATH + "/converse",
+                             dict(CONVERSE_BODY, system=[{"text": filler}]))
+    assert status == 200, raw[:300]
+    assert fc.last("bedrock")["auth"] == "ok"  # the signature covered all 3 MiB
+    status, hdrs, raw = call("POST", "/v1/messages",
+                             dict(anthropic_body(), system=filler))
+    assert status == 200, raw[:300]
+    # over agent.vendor_retry_body_bytes (1 MiB) the body is not kept: a 429 is not retried
+    fc.reset()
+    fc.config(status=429, retry_after=0, count=1, vendor="anthropic")
+    status, hdrs, raw = call("POST", "/v1/messages", dict(anthropic_body(), system=filler))
+    fc.config()
+    assert status == 429 and json.loads(raw)["error"]["type"] == "rate_limit_error", raw[:300]
+    assert endpoint_count("anthropic/messages") == 1, fc.stats()
+
+
 def test_bedrock_errors_in_aws_shape():
     status, hdrs, raw = call("POST", BEDROCK_PATH + "/converse", CONVERSE_BODY, key="sk-wrong")
     assert status in (401, 403) and "message" in json.loads(raw), raw
