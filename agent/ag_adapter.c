@@ -55,7 +55,7 @@ struct s_xfer {
     ag_path_t path;              /* the request as parsed (format, operation, model) */
     ag_op_t op;                  /* what it does (path.op) */
     char fmt[33];                /* the user's API format: errors made here come in its shape */
-    char url[AG_URL_MAX];        /* the vendor URL */
+    char *url;                   /* the vendor URL (malloc'd: streams stay small) */
     char ctype[128];             /* the request's content-type (signed for Bedrock) */
     CURL *easy;                  /* the transfer */
     struct curl_slist *hdrs;     /* request headers (one holds the key: wiped on free) */
@@ -179,6 +179,7 @@ static void s_xfer_free(s_xfer_t *x)
     }
     s_slist_wipe_free(&x->hdrs);
     s_slist_wipe_free(&x->try_hdrs);
+    free(x->url);
     bus_buf_free(&x->body);
     bus_buf_free(&x->rh);
     usage_destroy(&x->usage);
@@ -1049,8 +1050,14 @@ static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const ch
     ag_bodyrw_init(&x->rw, add_usage ? AG_INCLUDE_USAGE_TEXT : NULL, rename ? x->rename : NULL);
     bus_buf_init(&x->body, (size_t)x->body_size + sizeof AG_INCLUDE_USAGE_TEXT + AG_MODEL_MAX + 16);
 
-    if (ag_url_build(x->inst, &x->path, up, x->url, sizeof x->url) != 0) {
+    char url[AG_URL_MAX];
+    if (ag_url_build(x->inst, &x->path, up, url, sizeof url) != 0) {
         s_fail(x, 400, "invalid_request", "cannot build the vendor URL for this model");
+        return;
+    }
+    x->url = strdup(url);
+    if (!x->url) {
+        s_fail(x, 500, "agent_error", "out of memory");
         return;
     }
     if (s_setup_easy(x, x->url) != 0) {
