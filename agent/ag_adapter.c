@@ -789,6 +789,12 @@ static int s_try_start(s_xfer_t *x)
 {
     if (x->added || x->retry_wait || x->token_wait)
         return 0; /* running, or waiting for its next try or for a token */
+    if (x->tries > 0 && !x->keep_body && x->body_size > 0) {
+        /* The body outgrew the replay limit while this try waited: it cannot be sent again. */
+        snprintf(x->start_err, sizeof x->start_err, "%s; the request body is too large to send "
+                 "again", x->retry_why);
+        return -E2BIG;
+    }
     const char *token = NULL;
     if (s_token_based(x)) {
         int rc = s_token_get(x, &token);
