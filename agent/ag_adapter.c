@@ -51,7 +51,10 @@ struct s_xfer {
     uint64_t sid;                /* the supervisor's stream number */
     uint8_t req_id[BUS_REQ_ID_LEN]; /* the stream */
     char hex[33];                /* req_id for logs */
-    const ag_instance_t *inst;   /* the instance serving it */
+    const ag_instance_t *inst;   /* the instance serving it (this try's) */
+    const ag_instance_t *alts[4]; /* others a failed try may move to (agent run's choice) */
+    int n_alts, next_alt;        /* their count, the next one to use */
+    const char *up;              /* the vendor's model name (the same on every alternate) */
     ag_path_t path;              /* the request as parsed (format, operation, model) */
     ag_op_t op;                  /* what it does (path.op) */
     char fmt[33];                /* the user's API format: errors made here come in its shape */
@@ -70,6 +73,7 @@ struct s_xfer {
     int64_t retry_after_ms;      /* the vendor's Retry-After / retry-after-ms, -1 if none */
     int64_t retry_delay_ms;      /* the wait chosen for the next try */
     bool auth_retried;           /* a 401 already led to a fresh token (Vertex) */
+    bool auth_try;               /* the next try is the one after a refused token */
     ag_gtoken_waiter_t waiter;   /* queued for a Vertex token refresh */
     bool token_wait;             /* ... and waiting */
     uint64_t token_gen;          /* the generation of the token this try sent */
@@ -444,6 +448,12 @@ static int64_t s_retry_delay(const s_xfer_t *x)
     return x->retry_after_ms > delay ? x->retry_after_ms : delay;
 }
 
+/* The wait before the next try: none when another instance is left to try. */
+static int64_t s_next_delay(const s_xfer_t *x)
+{
+    return x->next_alt < x->n_alts ? 0 : s_retry_delay(x);
+}
+
 /* True when one more try may start after delay_ms: nothing reached the hub yet, tries and the
  * time budget are left, and the body can be sent again. auth: the one try after a 401 that
  * refreshed the token, outside the count. */
@@ -467,7 +477,7 @@ static void s_decide_retry(s_xfer_t *x)
     if (s_token_based(x) && x->status != 401)
         s_token_accepted(x);
     if (s_status_retryable(x->status)) {
-        int64_t delay = s_retry_delay(x);
+        int64_t delay = s_next_delay(x);
         if (!s_may_retry(x, delay, false))
             return; /* the user gets this answer as it is */
         x->discard = true;
@@ -478,6 +488,7 @@ static void s_decide_retry(s_xfer_t *x)
         /* An access token the vendor no longer takes: fetch a new one and try once more. */
         x->discard = true;
         x->auth_retried = true;
+        x->auth_try = true;
         x->retry_delay_ms = 0;
         s_token_invalidate(x);
         snprintf(x->retry_why, sizeof x->retry_why, "the vendor refused the access token (401)");
@@ -665,10 +676,43 @@ static void s_send_end(s_xfer_t *x, const char *error)
     s_xfer_send(x, &e);
 }
 
-/* Takes the transfer out of curl and starts the next try after x->retry_delay_ms. */
+/* Moves the next try to the next alternate instance (another key, resource or region serving
+ * the same model); agent run moves the stream's in-flight count with it (instance.switch). No
+ * wait is owed to another instance. false when none is left. */
+static bool s_switch_instance(s_xfer_t *x)
+{
+    while (x->next_alt < x->n_alts) {
+        const ag_instance_t *to = x->alts[x->next_alt++];
+        char url[AG_URL_MAX];
+        char *copy;
+        if ((x->buffered && x->body_size > to->max_body_bytes) ||
+            ag_url_build(to, &x->path, x->up, url, sizeof url) != 0 || !(copy = strdup(url)))
+            continue;
+        free(x->url);
+        x->url = copy;
+        curl_easy_setopt(x->easy, CURLOPT_URL, x->url);
+        bus_env_t e;
+        bus_env_init(&e, BUS_T_INSTANCE_SWITCH, x->req_id);
+        e.u.instance_switch.instance = bus_str_c(to->name);
+        e.u.instance_switch.reason = bus_str_c(x->retry_why);
+        s_xfer_send(x, &e);
+        log_req(LOG_LVL_INFO, "instance_switch", x->hex, NULL, "%s -> %s: %s", x->inst->name,
+                to->name, x->retry_why);
+        x->inst = to;
+        x->retry_delay_ms = 0;
+        return true;
+    }
+    return false;
+}
+
+/* Takes the transfer out of curl and starts the next try after x->retry_delay_ms (on the next
+ * alternate instance, if one is left, unless this is the try after a refused token). */
 static void s_retry(s_xfer_t *x)
 {
     ag_adapter_t *a = x->a;
+    if (!x->auth_try)
+        s_switch_instance(x);
+    x->auth_try = false;
     log_req(LOG_LVL_INFO, "vendor_retry", x->hex, NULL,
             "try %d failed: %s; trying again in %lld ms (instance %s)", x->tries, x->retry_why,
             (long long)x->retry_delay_ms, x->inst->name);
@@ -704,7 +748,7 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
             /* Google has been seen to answer 200 with nothing at all: not a success. */
             snprintf(x->retry_why, sizeof x->retry_why,
                      "the vendor answered %ld with an empty body", x->status);
-            x->retry_delay_ms = s_retry_delay(x);
+            x->retry_delay_ms = s_next_delay(x);
             if (s_may_retry(x, x->retry_delay_ms, false))
                 s_retry(x);
             else
@@ -723,7 +767,7 @@ static void s_on_done(void *arg, CURL *easy, CURLcode result)
              x->errbuf[0] ? ": " : "", x->errbuf);
     if (!x->head_sent && s_curl_retryable(result)) {
         snprintf(x->retry_why, sizeof x->retry_why, "%.95s", msg);
-        x->retry_delay_ms = s_retry_delay(x);
+        x->retry_delay_ms = s_next_delay(x);
         if (s_may_retry(x, x->retry_delay_ms, false)) {
             s_retry(x);
             return;
@@ -760,6 +804,13 @@ static int s_try_headers(s_xfer_t *x, const char *token)
     int rc = 0;
     for (struct curl_slist *l = x->hdrs; l && rc == 0; l = l->next)
         rc = s_slist_add(&x->try_hdrs, l->data);
+    char auth[1024];
+    int arc = rc == 0 ? ag_auth_header(x->inst, x->op, auth, sizeof auth) : 1;
+    if (arc == 0)
+        rc = s_slist_add(&x->try_hdrs, auth);
+    else if (arc < 0)
+        rc = arc; /* 1: no static header (a token or a signature, below) */
+    sodium_memzero(auth, sizeof auth);
     if (rc == 0 && token) {
         size_t n = strlen(token) + 32;
         char *line = malloc(n);
@@ -901,15 +952,8 @@ static int s_build_headers(s_xfer_t *x, const bus_req_open_t *o, bool *add_usage
         if (!sent_default[i] && (rc = s_slist_add(&x->hdrs, defaults[i])) != 0)
             return rc;
     }
-    char auth[1024];
-    rc = ag_auth_header(x->inst, x->op, auth, sizeof auth);
-    if (rc == 0)
-        rc = s_slist_add(&x->hdrs, auth);
-    else if (rc == 1)
-        rc = 0; /* a token or a signature, added per try */
-    sodium_memzero(auth, sizeof auth);
-    if (rc != 0)
-        return rc;
+    /* The instance's auth header is added per try (s_try_headers): a try may move to another
+     * instance, and tokens and signatures change from try to try. */
     static const char *const fixed[] = {"Accept-Encoding: identity", "Expect:", NULL};
     for (size_t i = 0; fixed[i]; i++) {
         if ((rc = s_slist_add(&x->hdrs, fixed[i])) != 0)
@@ -963,6 +1007,26 @@ static int s_setup_easy(s_xfer_t *x, const char *url)
     return 0;
 }
 
+/* Reads agent run's instance frame, "chosen[,alternate...]": the instance for the first try and
+ * those a failed try may move to. x->inst stays NULL when the chosen one is unknown. */
+static void s_parse_instances(s_xfer_t *x, const char *frame, size_t len)
+{
+    const ag_instances_t *set = x->a->set;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && frame[i] != ',')
+            continue;
+        const ag_instance_t *in = ag_instances_find(set, frame + start, i - start);
+        if (start == 0)
+            x->inst = in;
+        else if (in && x->inst && x->n_alts < (int)(sizeof x->alts / sizeof x->alts[0]))
+            x->alts[x->n_alts++] = in;
+        if (!x->inst)
+            return;
+        start = i + 1;
+    }
+}
+
 /* req.open: checks the request against the instance and starts the vendor call. */
 static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const char *inst_name,
                    size_t inst_len)
@@ -995,7 +1059,7 @@ static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const ch
     a->head = x;
 
     const bus_req_open_t *o = &env->u.req_open;
-    x->inst = ag_instances_find(a->set, inst_name, inst_len);
+    s_parse_instances(x, inst_name, inst_len);
     if (!x->inst) {
         s_fail(x, 503, "instance_unavailable",
                "the agent's adapter does not know the chosen instance (config changed?)");
@@ -1016,6 +1080,7 @@ static void s_open(ag_adapter_t *a, uint64_t sid, const bus_env_t *env, const ch
     const char *up = NULL;
     if (x->op != AG_OP_MODELS) {
         up = ml > 0 ? ag_instance_upstream(x->inst, model, (size_t)ml) : NULL;
+        x->up = up;
         if (!up) {
             s_fail(x, 404, "model_not_found", "the model is not served by this agent");
             return;

@@ -215,6 +215,39 @@ static s_slot_t *s_pick_slot(ag_super_t *s)
     return best;
 }
 
+/* The instance frame for the worker: the chosen instance, then up to S_MAX_ALTERNATES others a
+ * failed try may move to ("a,b,c"): same vendor, serving the request's format and operation,
+ * the same upstream model name (so the body edits are the same), with room under their
+ * max_concurrency now, least loaded first. */
+enum { S_MAX_ALTERNATES = 4 };
+static void s_instance_frame(const ag_super_t *s, size_t chosen, const ag_path_t *path,
+                             const char *model, size_t len, char *out, size_t cap)
+{
+    const ag_instance_t *c = &s->set->v[chosen];
+    const char *up = ag_instance_upstream(c, model, len);
+    snprintf(out, cap, "%s", c->name);
+    bool used[AG_MAX_INSTANCES] = {false};
+    for (int k = 0; k < S_MAX_ALTERNATES && up; k++) {
+        int best = -1;
+        for (size_t i = 0; i < s->set->n && i < AG_MAX_INSTANCES; i++) {
+            const ag_instance_t *in = &s->set->v[i];
+            const char *iup = ag_instance_upstream(in, model, len);
+            if (i == chosen || used[i] || in->vendor != c->vendor || !iup ||
+                strcmp(iup, up) != 0 || !ag_instance_serves(in, path->format, path->op) ||
+                (int64_t)s->inflight[i] >= in->max_concurrency)
+                continue;
+            if (best < 0 || s->inflight[i] * (uint64_t)s->set->v[best].max_concurrency <
+                                s->inflight[best] * (uint64_t)in->max_concurrency)
+                best = (int)i;
+        }
+        if (best < 0)
+            break;
+        used[best] = true;
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, ",%s", s->set->v[best].name);
+    }
+}
+
 /* req.open from the hub: check, choose, hand to a worker. */
 static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size_t len)
 {
@@ -323,7 +356,10 @@ static void s_open(ag_super_t *s, const bus_env_t *env, const uint8_t *raw, size
     s->inflight[inst]++;
     log_req(LOG_LVL_DEBUG, "stream_routed", hex, NULL, "instance %s, adapter %d",
             s->set->v[inst].name, sl->index);
-    if (s_to_worker(s, sl, st->sid, raw, len, s->set->v[inst].name) != 0) {
+    char frame[(AG_INSTANCE_NAME_MAX + 1) * (1 + S_MAX_ALTERNATES)];
+    s_instance_frame(s, (size_t)inst, &path, model, (size_t)(ml > 0 ? ml : 0), frame,
+                     sizeof frame);
+    if (s_to_worker(s, sl, st->sid, raw, len, frame) != 0) {
         s_stream_free(s, st);
         ag_reply_error(s_hub_send, s, env->req_id, fmt, 503, "api_error", "agent_unavailable",
                        "The agent's worker is not reachable; retry.", "agent adapter unreachable");
@@ -520,6 +556,26 @@ static s_slot_t *s_slot_by_ident(ag_super_t *s, const void *id, size_t len)
     return NULL;
 }
 
+/* A worker moved a stream's next try to another instance: its in-flight count moves too. */
+static void s_instance_switch(ag_super_t *s, s_stream_t *st, const bus_instance_switch_t *sw)
+{
+    const ag_instance_t *to = ag_instances_find(s->set, sw->instance.p, sw->instance.len);
+    if (!to) {
+        log_req(LOG_LVL_WARN, "bad_message", st->hex, NULL, "switch to an unknown instance");
+        return;
+    }
+    size_t i = (size_t)(to - s->set->v);
+    if (i == st->inst)
+        return;
+    if (s->inflight[st->inst])
+        s->inflight[st->inst]--;
+    s->inflight[i]++;
+    log_req(LOG_LVL_INFO, "instance_switch", st->hex, NULL, "%s -> %s: %.*s",
+            s->set->v[st->inst].name, to->name, (int)sw->reason.len,
+            sw->reason.len ? sw->reason.p : "");
+    st->inst = i;
+}
+
 /* Reads one message from a worker: [ident][sid][envelope]. */
 static void s_on_worker(void *arg, void *zsock)
 {
@@ -556,6 +612,11 @@ static void s_on_worker(void *arg, void *zsock)
     s_stream_t *st = ag_map_get(s->by_sid, key);
     if (!st || st->slot != sl)
         goto out; /* the stream ended here first (cancel, retry) */
+    if (env.type == BUS_T_INSTANCE_SWITCH && env.has_req_id &&
+        memcmp(env.req_id, st->req_id, BUS_REQ_ID_LEN) == 0) {
+        s_instance_switch(s, st, &env.u.instance_switch);
+        goto out;
+    }
     if ((env.type != BUS_T_RESP_HEAD && env.type != BUS_T_RESP_CHUNK &&
          env.type != BUS_T_RESP_END && env.type != BUS_T_CREDIT) || !env.has_req_id ||
         memcmp(env.req_id, st->req_id, BUS_REQ_ID_LEN) != 0) {

@@ -504,8 +504,14 @@ int ag_instances_build(ag_instances_t *out, const ag_config_t *cfg, ag_warn_cb w
             continue;
         }
         char why[512] = "";
-        int rc = s_instance_build(&out->v[out->n], cfg->instances[i], ops, cfg->instance_kv[i],
+        int rc = 0;
+        if (strlen(cfg->instances[i]) > AG_INSTANCE_NAME_MAX) {
+            snprintf(why, sizeof why, "name: at most %d characters", AG_INSTANCE_NAME_MAX);
+            rc = -EINVAL;
+        } else {
+            rc = s_instance_build(&out->v[out->n], cfg->instances[i], ops, cfg->instance_kv[i],
                                   cfg->dir, why, sizeof why);
+        }
         if (rc != 0) {
             snprintf(err, errlen, "instance.%s.%s", cfg->instances[i], why);
             s_instance_free(&out->v[out->n]);

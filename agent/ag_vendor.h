@@ -62,6 +62,7 @@
 #include "ag_config.h"
 
 #define AG_MODEL_MAX 256   /* longest model or deployment name */
+#define AG_INSTANCE_NAME_MAX 120 /* longest NAME of [instance.NAME] */
 #define AG_URL_MAX 1024    /* longest vendor URL built */
 #define AG_DEFAULT_AZURE_API_VERSION "2024-10-21"
 #define AG_DEFAULT_MAX_CONCURRENCY 64

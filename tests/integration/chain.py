@@ -106,6 +106,7 @@ class Chain:
             clouds = ("," + fc.connect_to_list(),
                       "\n[instance.claude]\nvendor = anthropic\napi_key = %s\nmodels = %s\n"
                       "openai_compatible = true\n\n"
+                      "[instance.claude-b]\nvendor = anthropic\napi_key = %s\nmodels = %s\n\n"
                       "[instance.studio]\nvendor = gemini\napi_key = %s\nmodels = %s\n\n"
                       "[instance.vertex]\nvendor = vertex\nproject = %s\nregion = us-central1\n"
                       "service_account_file = %s\nmodels = %s\n\n"
@@ -118,7 +119,8 @@ class Chain:
                       "max_body_bytes = 2048\n\n"
                       "[instance.az-v1]\nvendor = azure\nresource = %s\napi_key = %s\n"
                       "api_version = v1\nmodels = %s=prod-4o\n"
-                      % (fc.anthropic_key, CLAUDE, fc.gemini_key, GEMINI, fc.vertex_project,
+                      % (fc.anthropic_key, CLAUDE, fc.anthropic_key, CLAUDE, fc.gemini_key,
+                         GEMINI, fc.vertex_project,
                          fc.service_account_file, VERTEX, fc.bedrock_access_key_id,
                          fc.bedrock_secret_access_key, BEDROCK_SESSION_TOKEN, BEDROCK,
                          fc.bedrock_access_key_id, fc.bedrock_secret_access_key,

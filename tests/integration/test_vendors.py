@@ -16,7 +16,7 @@ import urllib.parse
 
 from chain import (AZURE_V1, BEDROCK, BEDROCK_SESSION_TOKEN, BEDROCK_TINY, CLAUDE, GEMINI, VERTEX,
                    Chain, cost_micros)
-from harness import run_tests, wait_until
+from harness import find_events, run_tests, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_vendor"))
 import fake_clouds  # noqa: E402
@@ -393,15 +393,35 @@ def endpoint_count(name):
 
 
 def test_two_429s_then_success():
+    # Gemini has one instance here: both waits are on it, each as long as Retry-After says.
     fc.reset()
-    fc.config(status=429, retry_after=1, count=2, vendor="anthropic")
+    fc.config(status=429, retry_after=1, count=2, vendor="gemini")
+    t0 = time.monotonic()
+    status, hdrs, raw = call("POST", gemini_path(GEMINI, "generateContent"), GEMINI_BODY,
+                             auth="x-goog-api-key")
+    took = time.monotonic() - t0
+    fc.config()
+    assert status == 200, raw
+    assert endpoint_count("gemini/generateContent") == 3, fc.stats()
+    assert took >= 2.0, took  # Retry-After: 1 honoured twice
+    assert_billed(hdrs, *gemini_usage(json.loads(raw)["usageMetadata"]))
+
+
+def test_a_429_moves_to_another_instance_at_once():
+    # Two Anthropic instances serve CLAUDE (another key of the same provider): a 429 with
+    # Retry-After: 5 on one sends the next try to the other without waiting.
+    fc.reset()
+    fc.config(status=429, retry_after=5, count=1, vendor="anthropic")
     t0 = time.monotonic()
     status, hdrs, raw = call("POST", "/v1/messages", anthropic_body())
     took = time.monotonic() - t0
     fc.config()
     assert status == 200, raw
-    assert endpoint_count("anthropic/messages") == 3, fc.stats()
-    assert took >= 2.0, took  # Retry-After: 1 honoured twice
+    assert endpoint_count("anthropic/messages") == 2 and took < 3, (fc.stats(), took)
+    req_id = hdrs["x-request-id"]
+    wait_until(lambda: any(e.get("req_id") == req_id for e in
+                           find_events(ch.agent.log, "instance_switch")),
+               timeout=5, what="the switch in the agent's log")
     u = json.loads(raw)["usage"]
     assert_billed(hdrs, u["input_tokens"], u["output_tokens"])
 

@@ -378,6 +378,16 @@ static void s_gv_price_table(bus_env_t *e, bus_buf_t *scratch)
     e->u.price_table.cached_input = 75000;
 }
 
+/* Expected "instance.switch". */
+static void s_gv_instance_switch(bus_env_t *e, bus_buf_t *scratch)
+{
+    (void)scratch;
+    e->type = BUS_T_INSTANCE_SWITCH;
+    s_gv_req_id(e);
+    e->u.instance_switch.instance = bus_str_c("claude-eu");
+    e->u.instance_switch.reason = bus_str_c("the vendor answered 429");
+}
+
 static void s_gv_billing_poke(bus_env_t *e, bus_buf_t *scratch)
 {
     (void)scratch;
@@ -560,6 +570,7 @@ static const gv_vector_t gv_vectors[] = {
     {"ledger_sync.bin", s_gv_ledger_sync, NULL},
     {"price_table.bin", s_gv_price_table, NULL},
     {"billing_poke.bin", s_gv_billing_poke, NULL},
+    {"instance_switch.bin", s_gv_instance_switch, NULL},
     {"x_admin_echo_reordered.bin", s_gv_x_reordered, s_gv_x_reordered_pack},
     {"x_ping_wide.bin", s_gv_x_wide, s_gv_x_wide_pack},
     {"x_resp_head_nils.bin", s_gv_x_nils, s_gv_x_nils_pack},
