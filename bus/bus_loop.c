@@ -273,7 +273,7 @@ void *bus_loop_user(bus_loop_t *loop)
 
 struct lws_vhost *bus_loop_listen(bus_loop_t *loop, const char *name, const char *listen,
                                   const struct lws_protocols *protocols, const char *cert,
-                                  const char *key, void *vh_user)
+                                  const char *key, const char *alpn, void *vh_user)
 {
     char host[256];
     int port;
@@ -297,8 +297,7 @@ struct lws_vhost *bus_loop_listen(bus_loop_t *loop, const char *name, const char
         info.ssl_cert_filepath = cert;
         info.ssl_private_key_filepath = key;
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-        /* HTTP/2 for the users' gateway; the tunnel's WebSockets stay on HTTP/1.1. */
-        info.alpn = strcmp(name, "gateway") == 0 ? "h2,http/1.1" : "http/1.1";
+        info.alpn = alpn ? alpn : "http/1.1";
     }
     struct lws_vhost *vh = lws_create_vhost(loop->ctx, &info);
     if (!vh)

@@ -46,11 +46,12 @@ void bus_loop_set_user(bus_loop_t *loop, void *user);
  * bus_loop_new, and protocols[0] receives lws's certificate-verification callback). */
 struct lws_vhost *bus_loop_client_vhost(bus_loop_t *loop);
 
-/* Creates a listening vhost. listen is "HOST:PORT"; cert/key NULL for plain. protocols are
- * those the vhost serves; vh_user is returned by lws_vhost_user(). NULL on failure, logged. */
+/* Creates a listening vhost. listen is "HOST:PORT"; cert/key NULL for plain; alpn the TLS
+ * protocols offered ("h2,http/1.1"; NULL: "http/1.1"). protocols are those the vhost serves;
+ * vh_user is returned by lws_vhost_user(). NULL on failure, logged. */
 struct lws_vhost *bus_loop_listen(bus_loop_t *loop, const char *name, const char *listen,
                                   const struct lws_protocols *protocols, const char *cert,
-                                  const char *key, void *vh_user);
+                                  const char *key, const char *alpn, void *vh_user);
 
 /* Runs until bus_loop_stop(). Returns 0. */
 int bus_loop_run(bus_loop_t *loop);

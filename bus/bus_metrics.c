@@ -211,6 +211,6 @@ int bus_metrics_serve(bus_metrics_t *m, bus_loop_t *loop, const char *listen)
     static const struct lws_protocols protos[] = {
         {"bus-metrics", s_metrics_cb, sizeof(s_metrics_pss_t), 0, 0, NULL, 0},
         {NULL, NULL, 0, 0, 0, NULL, 0}};
-    struct lws_vhost *vh = bus_loop_listen(loop, "metrics", listen, protos, NULL, NULL, m);
+    struct lws_vhost *vh = bus_loop_listen(loop, "metrics", listen, protos, NULL, NULL, NULL, m);
     return vh ? 0 : -EADDRINUSE;
 }

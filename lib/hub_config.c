@@ -59,6 +59,9 @@ const cfg_entry_t hub_config_table[] = {
     {"gateway", "cert", CFG_PATH, H(gateway_cert), "", "TLS certificate (\"\" = plain HTTP)", 0,
      0},
     {"gateway", "key", CFG_PATH, H(gateway_key), "", "TLS key", 0, 0},
+    {"gateway", "http2", CFG_BOOL, H(gateway_http2), "true",
+     "offer HTTP/2 on the TLS listener (false: HTTP/1.1 only, which keeps headers such as "
+     "x-api-key and x-goog-api-key that libwebsockets 4.1 drops over HTTP/2)", 0, 0},
     {"gateway", "max_body_bytes", CFG_BYTES, H(gateway_max_body_bytes), "32MiB",
      "larger request bodies get 413", 1024, 1073741824},
     {"gateway", "credit_window", CFG_BYTES, H(gateway_credit_window), "256KiB",

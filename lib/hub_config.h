@@ -43,6 +43,7 @@ typedef struct {
     char *gateway_metrics_listen;   /* Prometheus metrics ("" = off) */
     char *gateway_cert;             /* TLS certificate ("" = plain HTTP) */
     char *gateway_key;              /* TLS key */
+    bool gateway_http2;             /* offer h2 on the TLS listener */
     int64_t gateway_max_body_bytes; /* request bodies larger than this get 413 */
     int64_t gateway_credit_window;  /* response bytes an agent may send ahead of the user */
     int64_t gateway_retries;        /* other agents tried when one fails before the first byte */

@@ -1660,7 +1660,11 @@ gw_server_t *gw_server_new(bus_loop_t *loop, const hub_config_t *cfg)
         goto fail;
     const char *cert = cfg->gateway_cert[0] ? cfg->gateway_cert : NULL;
     const char *key = cfg->gateway_key[0] ? cfg->gateway_key : NULL;
-    srv->vh = bus_loop_listen(loop, "gateway", cfg->gateway_listen, s_protocols, cert, key, srv);
+    /* HTTP/2 on a TLS listener unless gateway.http2 = false (libwebsockets 4.1 keeps no
+     * unknown header over HTTP/2: x-api-key, x-goog-api-key and anthropic-version need
+     * HTTP/1.1). */
+    srv->vh = bus_loop_listen(loop, "gateway", cfg->gateway_listen, s_protocols, cert, key,
+                              cfg->gateway_http2 ? "h2,http/1.1" : "http/1.1", srv);
     if (!srv->vh)
         goto fail;
     if (bus_metrics_serve(srv->metrics, loop, cfg->gateway_metrics_listen) != 0)

@@ -1233,7 +1233,7 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
         goto fail;
 
     srv->vh_tunnel = bus_loop_listen(loop, "tunnel", cfg->tunnel_listen, s_tunnel_protocols,
-                                     cfg->tunnel_cert, cfg->tunnel_key, srv);
+                                     cfg->tunnel_cert, cfg->tunnel_key, NULL, srv);
     if (!srv->vh_tunnel)
         goto fail;
     char admin_host[256];
@@ -1246,7 +1246,7 @@ tun_server_t *tun_server_new(bus_loop_t *loop, const hub_config_t *cfg)
                  "API speaks plain HTTP; put it behind TLS or keep it on 127.0.0.1",
                  cfg->tunnel_admin_listen);
     srv->vh_admin = bus_loop_listen(loop, "admin", cfg->tunnel_admin_listen, s_admin_protocols,
-                                    NULL, NULL, srv);
+                                    NULL, NULL, NULL, srv);
     if (!srv->vh_admin)
         goto fail;
     if (bus_metrics_serve(srv->metrics, loop, cfg->tunnel_metrics_listen) != 0)

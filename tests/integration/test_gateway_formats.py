@@ -9,12 +9,15 @@ clients, so the test needs none of the real agent's adapters."""
 import asyncio
 import http.client
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 import zlib
 
-from harness import (Agent, Hub, RawClient, envelope, load_agent_key, run_tests, wait_until)
+from harness import (BIN, Agent, Hub, RawClient, envelope, free_port, load_agent_key, run_tests,
+                     spawn, wait_until)
 
 hub = Hub(sets=["gateway.first_byte_timeout=3s"]).start()
 hub.start_gateway()
@@ -657,6 +660,37 @@ def test_mid_stream_break_told_in_each_format():
                                 {"Authorization": "Bearer " + KEY})
     assert st == 200 and not complete and got == b'{"output":'
     del A.script["multi"]
+
+
+def test_tls_listener_without_http2_keeps_the_vendor_key_headers():
+    # Over HTTP/2, libwebsockets 4.1 drops headers it does not know (x-api-key among them):
+    # gateway.http2 = false offers HTTP/1.1 alone, and curl's x-api-key then gets through.
+    port = free_port()
+    gw = spawn([BIN["hub-gateway"], "--config", hub.conf, "--set",
+                "gateway.listen=127.0.0.1:%d" % port, "--set",
+                "gateway.cert=" + os.path.join(hub.dir, "hub.crt"), "--set",
+                "gateway.key=" + os.path.join(hub.dir, "hub.key"), "--set",
+                "gateway.metrics_listen=", "--set", "gateway.http2=false"],
+               os.path.join(hub.dir, "gateway-h1.log"))
+    try:
+        def answer():
+            r = subprocess.run(["curl", "-sk", "-o", "-", "-w", "\n%{http_code} %{http_version}",
+                                "https://127.0.0.1:%d/v1/messages" % port, "-H",
+                                "x-api-key: sk-not-a-key", "-H",
+                                "content-type: application/json", "-d",
+                                '{"model":"claude-x","max_tokens":5,"messages":[]}'],
+                               capture_output=True, text=True, timeout=10)
+            return r.stdout
+        wait_until(lambda: answer().endswith(" 1.1"), timeout=10, what="TLS gateway up")
+        out = answer()
+        body, status = out.rsplit("\n", 1)
+        # the key was read (and refused as a wrong one), not missing
+        assert status == "401 1.1", out
+        assert "invalid x-api-key" in body or "authentication_error" in body, body
+        assert "required" not in body, body
+    finally:
+        gw.terminate()
+        gw.wait(10)
 
 
 run_tests(globals())
