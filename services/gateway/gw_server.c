@@ -530,17 +530,24 @@ static bool s_can_retry(const gw_req_t *r)
            r->attempts <= r->srv->cfg->gateway_retries && r->attempts < S_MAX_TRIES;
 }
 
-/* Whether another agent not tried yet serves the request's model in its format now. */
-static bool s_other_agent(gw_req_t *r)
+/* Picks an agent not tried yet serving the request's model in its format (gw_routes_pick's
+ * result). */
+static int s_pick(gw_req_t *r, gw_pick_t *pick)
 {
     size_t model_len;
     const char *model = s_model(r, &model_len);
     const char *excl[S_MAX_TRIES];
     for (int i = 0; i < r->attempts; i++)
         excl[i] = r->tried[i];
+    return gw_routes_pick(r->srv->routes, r->ep.format, model, model_len, excl,
+                          (size_t)r->attempts, pick);
+}
+
+/* Whether another agent not tried yet serves the request's model in its format now. */
+static bool s_other_agent(gw_req_t *r)
+{
     gw_pick_t pick;
-    return model && gw_routes_pick(r->srv->routes, r->ep.format, model, model_len, excl,
-                                   (size_t)r->attempts, &pick) == 0;
+    return s_pick(r, &pick) == 0;
 }
 
 /* The current attempt failed before any byte reached the user. */
@@ -630,12 +637,9 @@ static void s_start_attempt(gw_req_t *r)
     const jscan_result_t *res = jscan_result(r->scan);
     size_t model_len;
     const char *model = s_model(r, &model_len);
-    const char *excl[S_MAX_TRIES];
-    for (int i = 0; i < r->attempts; i++)
-        excl[i] = r->tried[i];
     gw_pick_t pick;
     gw_format_t fmt = r->ep.format;
-    int rc = gw_routes_pick(srv->routes, fmt, model, model_len, excl, (size_t)r->attempts, &pick);
+    int rc = s_pick(r, &pick);
     if (rc == -ENOTCONN) {
         s_fail(r, 503, "server_error", "no_agents", "no provider is connected right now");
         return;

@@ -14,12 +14,9 @@ tests/integration (or e2e):
 Processes are started through harness.spawn, so they die with the test script.
 """
 
-import http.client
 import json
 import os
 import secrets
-import socket
-import ssl
 import sys
 import time
 import urllib.parse
@@ -86,22 +83,15 @@ def write_private(path, text):
     os.chmod(path, 0o600)
 
 
-class _Conn(http.client.HTTPSConnection):
-    """HTTPS to the fake's loopback port, with the official host name in SNI and Host."""
-
-    def __init__(self, host, port, context, timeout):
-        super().__init__(host, 443, context=context, timeout=timeout)
-        self._fake_port = port
-
-    def connect(self):
-        sock = socket.create_connection(("127.0.0.1", self._fake_port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-class FakeClouds:
+class FakeClouds(fakevendor.LoopbackFake):
     """One fake-clouds process in a temporary folder, with its own CA, service account and
     credentials (written to state/credentials.json, 0600: secrets never go on its command
     line)."""
+
+    NAME = "fake-clouds"
+    DEFAULT_HOST = "api.anthropic.com"
 
     def __init__(self, root=None, anthropic_key=ANTHROPIC_KEY, gemini_key=GEMINI_KEY,
                  vertex_project=VERTEX_PROJECT, sa_email=SA_EMAIL,
@@ -155,24 +145,7 @@ class FakeClouds:
                 "--control", "127.0.0.1:%d" % self.control_port,
                 "--state-dir", self.state_dir, "--log-level", self.log_level]
 
-    def start(self):
-        self.proc = harness.spawn(self.args(), self.log)
-        harness.wait_until(lambda: self.proc.poll() is None and
-                           self.control("GET", "/_fake/health")[0] == 200,
-                           what="fake-clouds up")
-        return self
-
-    def stop(self, sig=15, timeout=10):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            return self.proc.wait(timeout=timeout)
-        return self.proc.returncode if self.proc else None
-
     # ---- reaching it ----
-    def connect_to(self, host, port=443):
-        """curl's CONNECT_TO entry (and agent.conf's connect_to) for host."""
-        return "%s:%d:127.0.0.1:%d" % (host, port, self.port)
-
     def connect_tos(self, hosts=HOSTS):
         """One CONNECT_TO entry per host (every host name the fake answers, by default)."""
         return [self.connect_to(h) for h in hosts]
@@ -180,15 +153,6 @@ class FakeClouds:
     def connect_to_list(self, hosts=HOSTS):
         """The comma-separated value for agent.conf's upstream.connect_to."""
         return ",".join(self.connect_tos(hosts))
-
-    def ssl_context(self):
-        ctx = ssl.create_default_context(cafile=self.ca)
-        ctx.set_alpn_protocols(["http/1.1"])
-        return ctx
-
-    def https(self, host="api.anthropic.com", timeout=15):
-        """An http.client connection to the fake as host (TLS verified against the test CA)."""
-        return _Conn(host, self.port, self.ssl_context(), timeout)
 
     def call(self, host, method, path, body=None, headers=None, timeout=15):
         """One request on a fresh connection: (status, lower-case header dict, raw body)."""
@@ -205,20 +169,6 @@ class FakeClouds:
         return r.status, hdrs, raw
 
     # ---- control port ----
-    def control(self, method, path, body=None, timeout=10):
-        """Calls the control port; returns (status, parsed JSON)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=timeout)
-        data = None if body is None else json.dumps(body)
-        c.request(method, path, body=data,
-                  headers={"Content-Type": "application/json"} if data else {})
-        r = c.getresponse()
-        raw = r.read()
-        c.close()
-        return r.status, json.loads(raw) if raw else None
-
-    def stats(self):
-        return self.control("GET", "/_fake/stats")[1]
-
     def last(self, vendor=None):
         return self.control("GET", "/_fake/last" + ("?vendor=" + vendor if vendor else ""))[1]
 
@@ -284,10 +234,3 @@ class FakeClouds:
             session_token=session_token if session_token is not None else
             self.bedrock_session_token, **kw)
         return {k: v for k, v in s["headers"]}
-
-    def rss_kb(self):
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return None

@@ -92,8 +92,66 @@ class _Conn(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-class FakeVendor:
+class LoopbackFake:
+    """What the fakes share: a process with an HTTPS port reached under official host names
+    (curl's CONNECT_TO, a throwaway CA) and a plain-HTTP control port. Subclasses set dir, ca,
+    port, control_port, log, proc, NAME and DEFAULT_HOST, and args()."""
+
+    NAME = "fake"
+    DEFAULT_HOST = "api.openai.com"
+
+    def start(self):
+        self.proc = harness.spawn(self.args(), self.log)
+        harness.wait_until(lambda: self.proc.poll() is None and
+                           self.control("GET", "/_fake/health")[0] == 200,
+                           what="%s up" % self.NAME)
+        return self
+
+    def stop(self, sig=15, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            return self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+    def connect_to(self, host, port=443):
+        """curl's CONNECT_TO entry (and agent.conf's connect_to) for host."""
+        return "%s:%d:127.0.0.1:%d" % (host, port, self.port)
+
+    def ssl_context(self):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    def https(self, host=None, timeout=15):
+        """An http.client connection to the fake as host (TLS verified against the test CA)."""
+        return _Conn(host or self.DEFAULT_HOST, self.port, self.ssl_context(), timeout)
+
+    def control(self, method, path, body=None, timeout=10):
+        """Calls the control port; returns (status, parsed JSON)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=timeout)
+        data = None if body is None else json.dumps(body)
+        c.request(method, path, body=data,
+                  headers={"Content-Type": "application/json"} if data else {})
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        return r.status, json.loads(raw) if raw else None
+
+    def stats(self):
+        return self.control("GET", "/_fake/stats")[1]
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+
+class FakeVendor(LoopbackFake):
     """One fake-vendor process in a temporary folder."""
+
+    NAME = "fake-vendor"
 
     def __init__(self, root=None, openai_key=OPENAI_KEY, azure_key=AZURE_KEY, log_level="info"):
         self.dir = os.path.join(root or harness.tmpdir("relayhub-fv-"), "fake-vendor")
@@ -115,45 +173,6 @@ class FakeVendor:
                 "--openai-key", self.openai_key, "--azure-key", self.azure_key,
                 "--log-level", self.log_level]
 
-    def start(self):
-        self.proc = harness.spawn(self.args(), self.log)
-        harness.wait_until(lambda: self.control("GET", "/_fake/health")[0] == 200,
-                           what="fake-vendor up")
-        return self
-
-    def stop(self, sig=15, timeout=10):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            return self.proc.wait(timeout=timeout)
-        return self.proc.returncode if self.proc else None
-
-    def connect_to(self, host, port=443):
-        """curl's CONNECT_TO entry (and agent.conf's connect_to) for host."""
-        return "%s:%d:127.0.0.1:%d" % (host, port, self.port)
-
-    def ssl_context(self):
-        ctx = ssl.create_default_context(cafile=self.ca)
-        ctx.set_alpn_protocols(["http/1.1"])
-        return ctx
-
-    def https(self, host="api.openai.com", timeout=15):
-        """An http.client connection to the fake as host (TLS verified against the test CA)."""
-        return _Conn(host, self.port, self.ssl_context(), timeout)
-
-    def control(self, method, path, body=None, timeout=10):
-        """Calls the control port; returns (status, parsed JSON)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=timeout)
-        data = None if body is None else json.dumps(body)
-        c.request(method, path, body=data,
-                  headers={"Content-Type": "application/json"} if data else {})
-        r = c.getresponse()
-        raw = r.read()
-        c.close()
-        return r.status, json.loads(raw) if raw else None
-
-    def stats(self):
-        return self.control("GET", "/_fake/stats")[1]
-
     def last(self):
         return self.control("GET", "/_fake/last")[1]
 
@@ -169,10 +188,3 @@ class FakeVendor:
         st, body = self.control("POST", "/_fake/config", switches)
         assert st == 200, body
         return body
-
-    def rss_kb(self):
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return None
