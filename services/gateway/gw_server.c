@@ -799,6 +799,10 @@ static void s_take_headers(gw_req_t *r, const bus_list_t *list)
 }
 
 #define S_PEND_MAX (1u << 20) /* the sniffer's own event limit */
+/* A non-streamed answer the sniffer gathers to read its usage: the agent's own limit
+ * (agent-adapter's S_SNIFF_MAX), so both sides read the same bodies and agree on their figures
+ * (a body over it is estimated on both sides). Memory grows with the body, up to this. */
+#define S_BODY_SNIFF_MAX (4u << 20)
 
 /* An SSE event is complete: forward its bytes unless it is the usage chunk we added. */
 static void s_on_usage_event(void *arg, const usage_event_t *ev)
@@ -921,7 +925,7 @@ static void s_on_stream_env(gw_req_t *r, const bus_env_t *env)
         if (r->status == 200 && gw_endpoint_usage(&r->ep, sse, r->alt_sse, &fmt, &streaming) == 0) {
             /* The gateway's usage figure: read from exactly the bytes the user receives (and,
              * for Bedrock's invoke, from the token-count headers, given before any byte). */
-            r->sniff = usage_new(fmt, streaming, S_PEND_MAX);
+            r->sniff = usage_new(fmt, streaming, streaming ? S_PEND_MAX : S_BODY_SNIFF_MAX);
             bus_list_t it = env->u.resp_head.headers;
             bus_str_t k, v;
             while (r->sniff && bus_list_next_kv(&it, &k, &v) == 1)

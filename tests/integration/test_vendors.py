@@ -240,6 +240,18 @@ def test_gemini_json_array_stream():
     assert_billed(hdrs, *gemini_usage(arr[-1]["usageMetadata"]))
 
 
+def test_a_large_json_array_answer_is_read_on_both_sides():
+    # Over 1 MiB of JSON array (6,000 pieces): the gateway gathers bodies as far as the agent
+    # does (4 MiB), so both read the vendor's figures and nothing is estimated.
+    fc.config(chunks=6000, count=1, vendor="gemini")
+    status, hdrs, raw = call("POST", gemini_path(GEMINI, "streamGenerateContent"), GEMINI_BODY,
+                             auth="x-goog-api-key")
+    assert status == 200 and len(raw) > (1 << 20), (status, len(raw))
+    arr = json.loads(raw)
+    assert arr[-1]["usageMetadata"]["candidatesTokenCount"] == 6000
+    assert_billed(hdrs, *gemini_usage(arr[-1]["usageMetadata"]))
+
+
 def test_gemini_errors_in_googles_shape():
     status, hdrs, raw = call("POST", gemini_path(GEMINI, "generateContent"), GEMINI_BODY,
                              key="sk-wrong", auth="x-goog-api-key")
