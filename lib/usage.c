@@ -44,6 +44,8 @@ struct usage_sniffer {
     sse_parser_t *sse;        /* SSE stream parser, or NULL */
     es_reader_t *es;          /* event-stream reader (Bedrock streams), or NULL */
     uint8_t *body;            /* body gathered so far */
+    uint8_t *tail;            /* over max_bytes: the body's last S_TAIL_MAX bytes */
+    size_t tail_len;          /* their count */
     size_t body_len;          /* its length */
     size_t body_cap;          /* its allocation */
     uint64_t fed;             /* bytes fed so far */
@@ -58,6 +60,10 @@ struct usage_sniffer {
 };
 
 /* Returned by usage_get(NULL): all zero, nothing found. */
+/* Of a body over max_bytes, the last bytes kept: its usage object is near its end in every
+ * format (OpenAI, Anthropic, converse: "usage"; Gemini: the last "usageMetadata"). */
+#define S_TAIL_MAX (64u * 1024)
+
 static const usage_t s_none;
 
 /* Anthropic Messages usage: input_tokens excludes both cache counts. */
@@ -846,11 +852,63 @@ static void s_read_body(usage_sniffer_t *s)
 }
 
 /* Gives up on the body (too long, or no memory): it will not be read. */
+/* Appends to the tail window of a body over max_bytes, keeping its last S_TAIL_MAX bytes. */
+static void s_tail_add(usage_sniffer_t *s, const uint8_t *buf, size_t len)
+{
+    if (!s->tail && !(s->tail = malloc(S_TAIL_MAX)))
+        return;
+    if (len >= S_TAIL_MAX) {
+        memcpy(s->tail, buf + len - S_TAIL_MAX, S_TAIL_MAX);
+        s->tail_len = S_TAIL_MAX;
+        return;
+    }
+    if (s->tail_len + len > S_TAIL_MAX) {
+        size_t drop = s->tail_len + len - S_TAIL_MAX;
+        memmove(s->tail, s->tail + drop, s->tail_len - drop);
+        s->tail_len -= drop;
+    }
+    memcpy(s->tail + s->tail_len, buf, len);
+    s->tail_len += len;
+}
+
+/* A body over max_bytes is not parsed; its usage is read from the last occurrence of its key
+ * in the tail window (a key of a JSON object: inside a string a quote is always escaped, so
+ * '"usage":' cannot be string content), parsed as one JSON value and handed to the format's
+ * body reader as {key: value}. The figures are the vendor's (found); done stays unknown. */
+static void s_read_tail(usage_sniffer_t *s)
+{
+    const char *key = s->fmt == USAGE_GEMINI ? "usageMetadata" : "usage";
+    char needle[32];
+    int nl = snprintf(needle, sizeof needle, "\"%s\":", key);
+    const uint8_t *last = NULL;
+    for (const uint8_t *p = s->tail;
+         (p = memmem(p, s->tail_len - (size_t)(p - s->tail), needle, (size_t)nl)) != NULL; p++)
+        last = p;
+    if (!last || (last > s->tail && last[-1] == '\\'))
+        return;
+    const uint8_t *v = last + nl;
+    json_error_t jerr;
+    json_t *value = json_loadb((const char *)v, s->tail_len - (size_t)(v - s->tail),
+                               JSON_DISABLE_EOF_CHECK, &jerr);
+    if (!json_is_object(value)) {
+        json_decref(value);
+        return;
+    }
+    json_t *root = json_object();
+    if (root && json_object_set_new(root, key, value) == 0)
+        s_body_object(s, root);
+    else
+        json_decref(value);
+    json_decref(root);
+}
+
 static int s_body_drop(usage_sniffer_t *s, int rc)
 {
     s->body_over = true;
     if (rc == -EMSGSIZE)
         s->u.oversize++;
+    if (rc == -EMSGSIZE && s->body_len)
+        s_tail_add(s, s->body, s->body_len); /* the tail window starts with what was gathered */
     free(s->body);
     s->body = NULL;
     s->body_len = s->body_cap = 0;
@@ -860,10 +918,16 @@ static int s_body_drop(usage_sniffer_t *s, int rc)
 /* Appends body bytes, up to max_bytes; past it the body is dropped and never read. */
 static int s_body_add(usage_sniffer_t *s, const uint8_t *buf, size_t len)
 {
-    if (s->body_over)
+    if (s->body_over) {
+        if (s->u.oversize)
+            s_tail_add(s, buf, len);
         return 0;
-    if (len > s->max_bytes - s->body_len)
-        return s_body_drop(s, -EMSGSIZE);
+    }
+    if (len > s->max_bytes - s->body_len) {
+        int rc = s_body_drop(s, -EMSGSIZE);
+        s_tail_add(s, buf, len);
+        return rc;
+    }
     if (s->body_len + len > s->body_cap) {
         size_t cap = s->body_cap ? s->body_cap : 4096;
         while (cap < s->body_len + len)
@@ -919,6 +983,7 @@ void usage_destroy(usage_sniffer_t **sp)
         es_decoder_free(&s->es->dec);
     free(s->es);
     free(s->body);
+    free(s->tail);
     free(s);
     *sp = NULL;
 }
@@ -1008,9 +1073,14 @@ void usage_finish(usage_sniffer_t *s)
     }
     if (!s->body_over && s->body_len > 0)
         s_read_body(s);
+    else if (s->body_over && s->tail_len && s->fmt != USAGE_BEDROCK_INVOKE)
+        s_read_tail(s); /* Bedrock's invoke has its figures in the headers */
     free(s->body);
     s->body = NULL;
     s->body_len = s->body_cap = 0;
+    free(s->tail);
+    s->tail = NULL;
+    s->tail_len = 0;
 }
 
 const usage_t *usage_get(const usage_sniffer_t *s)

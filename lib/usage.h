@@ -59,8 +59,10 @@
  *   counts as malformed and stops the reading (the relay goes on).
  *
  * Streams are parsed with lib/sse (or lib/eventstream), one JSON document per event (max_bytes
- * bounds one event). Bodies are gathered (up to max_bytes; over it nothing is read) and parsed
- * at usage_finish().
+ * bounds one event). Bodies are gathered (up to max_bytes) and parsed at usage_finish(); of a
+ * body over max_bytes only the last 64 KiB are kept, and the usage object is read from there
+ * (the last "usage", or for Gemini "usageMetadata", key: every format puts it near the end):
+ * the figures are the vendor's, without the output characters of the body.
  */
 #ifndef USAGE_H
 #define USAGE_H

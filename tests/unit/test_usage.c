@@ -1000,28 +1000,33 @@ static void test_bodies(void **state)
     assert_int_equal(r.u.malformed, 1);
 }
 
-/* A body over max_bytes is not read: one -EMSGSIZE, not found, no crash; at the limit it is. */
+/* A body over max_bytes is not gathered: one -EMSGSIZE, and its usage is read from its last
+ * 64 KiB (found, the vendor's figures; not done, no output characters). */
 static void test_body_limit(void **state)
 {
     (void)state;
     size_t n = strlen(CHAT_BODY);
-    run_t r;
-    check_every_split(USAGE_OPENAI_CHAT, false, n, CHAT_BODY, n, &r);
-    assert_true(r.u.found);
-    assert_int_equal(r.emsgsize, 0);
+    run_t r, whole;
+    check_every_split(USAGE_OPENAI_CHAT, false, n, CHAT_BODY, n, &whole);
+    assert_true(whole.u.found);
+    assert_int_equal(whole.emsgsize, 0);
 
     check_every_split(USAGE_OPENAI_CHAT, false, n - 1, CHAT_BODY, n, &r);
-    assert_false(r.u.found);
+    assert_true(r.u.found);
     assert_false(r.u.done);
+    assert_int_equal(r.u.input_tokens, whole.u.input_tokens);
+    assert_int_equal(r.u.output_tokens, whole.u.output_tokens);
+    assert_int_equal(r.u.cached_input_tokens, whole.u.cached_input_tokens);
+    assert_int_equal(r.u.output_chars, 0);
     assert_int_equal(r.u.oversize, 1);
     assert_int_equal(r.u.malformed, 0);
     assert_int_equal(r.emsgsize, 1);
 
     sniff(USAGE_OPENAI_RESPONSES, false, 1, RESPONSES_BODY, strlen(RESPONSES_BODY), &r);
-    assert_false(r.u.found);
+    assert_true(r.u.found);
     assert_int_equal(r.u.oversize, 1);
 
-    /* A big body (an embeddings answer of 4 MiB) against a 1 MiB limit. */
+    /* A big body (an embeddings answer of 4 MiB) against a 1 MiB limit: read from its tail. */
     str_t big = {0};
     str_cat(&big, "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
                   "\"embedding\":\"");
@@ -1029,12 +1034,43 @@ static void test_body_limit(void **state)
     str_cat(&big, "\"}],\"model\":\"text-embedding-3-small\","
                   "\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}");
     sniff(USAGE_OPENAI_EMBEDDINGS, false, 1u << 20, big.p, big.len, &r);
-    assert_false(r.u.found);
+    assert_true(r.u.found);
+    assert_int_equal(r.u.input_tokens, 8);
     assert_int_equal(r.u.oversize, 1);
     sniff(USAGE_OPENAI_EMBEDDINGS, false, 8u << 20, big.p, big.len, &r);
     assert_true(r.u.found);
     assert_int_equal(r.u.input_tokens, 8);
+
+    /* Cut before its usage, or with "usage" only as escaped text: nothing is found. */
+    big.len -= 60;
+    sniff(USAGE_OPENAI_EMBEDDINGS, false, 1u << 20, big.p, big.len, &r);
+    assert_false(r.u.found);
     free(big.p);
+    str_t text = {0};
+    str_cat(&text, "{\"choices\":[{\"message\":{\"content\":\"");
+    str_fill(&text, 'x', 2u << 20);
+    str_cat(&text, " \\\"usage\\\":{\\\"prompt_tokens\\\":999}\"}}]");
+    sniff(USAGE_OPENAI_CHAT, false, 1u << 20, text.p, text.len, &r);
+    assert_false(r.u.found);
+    free(text.p);
+
+    /* A Gemini JSON array over the limit: the last element's totals. */
+    str_t arr = {0};
+    str_cat(&arr, "[");
+    for (int i = 0; i < 20000; i++) {
+        char el[256];
+        snprintf(el, sizeof el, "%s{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" t%d\"}],"
+                 "\"role\":\"model\"}%s}],\"usageMetadata\":{\"promptTokenCount\":7,"
+                 "\"candidatesTokenCount\":%d,\"totalTokenCount\":%d}}\r\n",
+                 i ? "," : "", i, i == 19999 ? ",\"finishReason\":\"STOP\"" : "", i + 1, i + 8);
+        str_cat(&arr, el);
+    }
+    str_cat(&arr, "]");
+    sniff(USAGE_GEMINI, false, 1u << 20, arr.p, arr.len, &r);
+    assert_true(r.u.found);
+    assert_int_equal(r.u.input_tokens, 7);
+    assert_int_equal(r.u.output_tokens, 20000);
+    free(arr.p);
 }
 
 /* ---- Limits, malformed and error events in streams ---- */
