@@ -139,21 +139,28 @@ static void s_decode(s_buf_t *b, const char *in, size_t len)
     }
 }
 
+/* Hands a built text to the caller: copied into out (cap bytes, NUL-terminated), b freed.
+ * Its length, b's error, or -E2BIG. */
+static int s_buf_out(s_buf_t *b, char *out, size_t cap)
+{
+    int rc = b->err;
+    if (!rc && b->len + 1 > cap)
+        rc = -E2BIG;
+    if (!rc) {
+        if (b->len)
+            memcpy(out, b->data, b->len);
+        out[b->len] = '\0';
+        rc = (int)b->len;
+    }
+    s_buf_free(b);
+    return rc;
+}
+
 int sigv4_uri_encode(const char *in, size_t len, int keep_slash, char *out, size_t cap)
 {
     s_buf_t b = {0};
     s_encode(&b, in, len, keep_slash, false);
-    int rc = b.err;
-    if (!rc && b.len + 1 > cap)
-        rc = -E2BIG;
-    if (!rc) {
-        if (b.len)
-            memcpy(out, b.data, b.len);
-        out[b.len] = '\0';
-        rc = (int)b.len;
-    }
-    s_buf_free(&b);
-    return rc;
+    return s_buf_out(&b, out, cap);
 }
 
 /* True for the whitespace that a header value may carry (folded lines included). */
@@ -183,17 +190,7 @@ int sigv4_trim_value(const char *value, char *out, size_t cap)
 {
     s_buf_t b = {0};
     s_trim(&b, value);
-    int rc = b.err;
-    if (!rc && b.len + 1 > cap)
-        rc = -E2BIG;
-    if (!rc) {
-        if (b.len)
-            memcpy(out, b.data, b.len);
-        out[b.len] = '\0';
-        rc = (int)b.len;
-    }
-    s_buf_free(&b);
-    return rc;
+    return s_buf_out(&b, out, cap);
 }
 
 /* One path segment: a slice of the caller's path. */
