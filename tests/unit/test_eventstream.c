@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -78,17 +80,6 @@ typedef struct {
     char event_type_buf[64];
 } log_t;
 
-/* A NUL-terminated copy of n bytes. */
-static char *dup_n(const char *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    assert_non_null(s);
-    if (n)
-        memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
 /* Decoder callback: copies the message into the log. */
 static void on_message(void *arg, const es_message_t *m)
 {
@@ -97,10 +88,10 @@ static void on_message(void *arg, const es_message_t *m)
     msg_t *c = &l->m[l->n++];
     c->n_headers = m->n_headers;
     for (size_t i = 0; i < m->n_headers; i++) {
-        c->names[i] = dup_n(m->headers[i].name, m->headers[i].name_len);
-        c->values[i] = dup_n(m->headers[i].value, m->headers[i].value_len);
+        c->names[i] = tu_dup_n(m->headers[i].name, m->headers[i].name_len);
+        c->values[i] = tu_dup_n(m->headers[i].value, m->headers[i].value_len);
     }
-    c->payload = (uint8_t *)dup_n((const char *)m->payload, m->payload_len);
+    c->payload = (uint8_t *)tu_dup_n((const char *)m->payload, m->payload_len);
     c->payload_len = m->payload_len;
     size_t len = 0;
     const char *et = es_header_get(m, ":event-type", &len);

@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -127,17 +129,6 @@ typedef struct {
     uint64_t skipped; /* events skipped for size (does not) */
 } log_t;
 
-/* Copy of n bytes with a NUL after them. */
-static char *dup_n(const char *p, size_t n)
-{
-    char *q = malloc(n + 1);
-    assert_non_null(q);
-    if (n)
-        memcpy(q, p, n);
-    q[n] = '\0';
-    return q;
-}
-
 /* Event callback: checks the event's own invariants and records it. */
 static int on_event(void *arg, const sse_event_t *ev)
 {
@@ -150,10 +141,10 @@ static int on_event(void *arg, const sse_event_t *ev)
     if (l->n == l->fail_at)
         return -ECANCELED;
     rec_t *r = &l->r[l->n++];
-    r->event = dup_n(ev->event, ev->event_len);
-    r->data = dup_n(ev->data, ev->data_len);
+    r->event = tu_dup_n(ev->event, ev->event_len);
+    r->data = tu_dup_n(ev->data, ev->data_len);
     r->data_len = ev->data_len;
-    r->id = dup_n(ev->id, ev->id_len);
+    r->id = tu_dup_n(ev->id, ev->id_len);
     r->start = ev->start;
     r->end = ev->end;
     return 0;

@@ -1,5 +1,6 @@
 /* test_util: helpers the unit tests in tests/unit share: a scratch directory made and removed
- * again, file permission bits, reading a file or a descriptor whole, writing a text file.
+ * again, file permission bits, reading a file or a descriptor whole, writing a text file, a
+ * NUL-terminated copy of some bytes.
  *
  * Header-only: every helper is static inline, so a test that uses none of them pays nothing
  * and gets no unused-function warning. Include it after <cmocka.h>: helpers called from a test
@@ -21,6 +22,18 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* A malloc'd copy of n bytes with a NUL after them (bytes that need not end in one, or may
+ * hold NULs: event names and values, header fields). Fails the test without memory. */
+static inline char *tu_dup_n(const char *p, size_t n)
+{
+    char *q = malloc(n + 1);
+    assert_non_null(q);
+    if (n)
+        memcpy(q, p, n);
+    q[n] = '\0';
+    return q;
+}
 
 /* Creates a new private directory "/tmp/<prefix>.XXXXXX" and copies its path into out (n
  * bytes). For a group setup: 0, or -1 when it cannot be created or out is too small. */
