@@ -112,7 +112,7 @@ struct s_xfer {
 static bool s_token_based(const s_xfer_t *x);
 static void s_token_invalidate(s_xfer_t *x);
 static int s_try_start(s_xfer_t *x);
-static int s_token_get(s_xfer_t *x, const char **token);
+static int s_token_get(s_xfer_t *x, char *line, size_t cap);
 static void s_on_retry_timer(bus_timer_t *t);
 
 /* ---- sending to the supervisor ---------------------------------------------------------- */
@@ -335,9 +335,10 @@ static void s_on_token(ag_gtoken_waiter_t *w, int rc, void *arg)
                                                       : "cannot get a Vertex access token");
 }
 
-/* This try's access token: 1 with *token set, 0 when the request waits for a refresh (it starts
- * when that ends), or a negative errno with start_err set. */
-static int s_token_get(s_xfer_t *x, const char **token)
+/* This try's access token as its "Authorization: Bearer" line (cap bytes; wipe it after use):
+ * 1, 0 when the request waits for a refresh (it starts when that ends), or a negative errno
+ * with start_err set. */
+static int s_token_get(s_xfer_t *x, char *line, size_t cap)
 {
     ag_adapter_t *a = x->a;
     char err[256] = "";
@@ -351,8 +352,7 @@ static int s_token_get(s_xfer_t *x, const char **token)
     s_token_refresh(a, g, now);
     switch (ag_gtoken_state(g, now)) {
     case AG_GTOKEN_READY:
-        *token = ag_gtoken_token(g, now, &x->token_gen);
-        return *token ? 1 : -EAGAIN;
+        return ag_gtoken_auth_header(g, now, line, cap, &x->token_gen) == 0 ? 1 : -EAGAIN;
     case AG_GTOKEN_WAIT:
         if (ag_gtoken_wait(g, &x->waiter, s_on_token, x) != 0)
             break;
@@ -797,8 +797,9 @@ static int s_slist_add(struct curl_slist **l, const char *line)
 }
 
 /* This try's header list: the request's headers, then what changes from try to try (a Bedrock
- * signature over the whole body at this time; a Vertex access token). 0 or a negative errno. */
-static int s_try_headers(s_xfer_t *x, const char *token)
+ * signature over the whole body at this time; a Vertex token's line, token_line). 0 or a
+ * negative errno. */
+static int s_try_headers(s_xfer_t *x, const char *token_line)
 {
     s_slist_wipe_free(&x->try_hdrs);
     int rc = 0;
@@ -811,16 +812,8 @@ static int s_try_headers(s_xfer_t *x, const char *token)
     else if (arc < 0)
         rc = arc; /* 1: no static header (a token or a signature, below) */
     sodium_memzero(auth, sizeof auth);
-    if (rc == 0 && token) {
-        size_t n = strlen(token) + 32;
-        char *line = malloc(n);
-        if (!line)
-            return -ENOMEM;
-        snprintf(line, n, "Authorization: Bearer %s", token);
-        rc = s_slist_add(&x->try_hdrs, line);
-        sodium_memzero(line, n);
-        free(line);
-    }
+    if (rc == 0 && token_line)
+        rc = s_slist_add(&x->try_hdrs, token_line);
     if (rc == 0 && x->inst->vendor == AG_VENDOR_BEDROCK) {
         ag_sig_lines_t sig = {0};
         rc = ag_bedrock_sign(x->inst, x->url, x->ctype, x->body.data, x->body.len, time(NULL),
@@ -846,13 +839,14 @@ static int s_try_start(s_xfer_t *x)
                  "again", x->retry_why);
         return -E2BIG;
     }
-    const char *token = NULL;
+    char token_line[AG_GTOKEN_MAX_TOKEN + 32] = "";
     if (s_token_based(x)) {
-        int rc = s_token_get(x, &token);
+        int rc = s_token_get(x, token_line, sizeof token_line);
         if (rc <= 0)
             return rc; /* 0: waiting for the refresher */
     }
-    int rc = s_try_headers(x, token);
+    int rc = s_try_headers(x, token_line[0] ? token_line : NULL);
+    sodium_memzero(token_line, sizeof token_line);
     if (rc != 0)
         return rc;
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->try_hdrs);
