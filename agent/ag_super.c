@@ -472,29 +472,13 @@ int ag_super_announce(ag_super_t *s, const char *agent_id)
     return s_announce_now(s, agent_id);
 }
 
-/* Adds the format names of inst to a space-separated set in buf (each name once). */
-static void s_add_formats(char *buf, size_t cap, const ag_instance_t *inst)
-{
-    char names[128];
-    if (ag_instance_format_names(inst, names, sizeof names) != 0)
-        return;
-    char *save = NULL;
-    for (char *f = strtok_r(names, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
-        size_t fl = strlen(f), bl = strlen(buf);
-        bool have = false;
-        for (const char *p = buf; !have && (p = strstr(p, f)) != NULL; p += fl)
-            have = (p == buf || p[-1] == ' ') && (p[fl] == ' ' || p[fl] == '\0');
-        if (!have && bl + fl + 2 <= cap)
-            snprintf(buf + bl, cap - bl, "%s%s", bl ? " " : "", f);
-    }
-}
-
 /* Builds and sends the presence envelope: every public model once, with the formats it is
  * served in (the union over the instances serving it). */
 static int s_announce_now(ag_super_t *s, const char *agent_id)
 {
     enum { S_MAX_MODELS = 256, S_FMT_LEN = 64 }; /* the presence STRLIST maximum */
     bus_str_t names[S_MAX_MODELS], fmts[S_MAX_MODELS];
+    unsigned served[S_MAX_MODELS];         /* each model's formats: AG_FMT_ bits */
     char fmt_buf[S_MAX_MODELS][S_FMT_LEN]; /* 16 KiB */
     size_t n = 0;
     uint64_t capacity = 0;
@@ -509,13 +493,16 @@ static int s_announce_now(ag_super_t *s, const char *agent_id)
                 if (n == S_MAX_MODELS)
                     continue;
                 names[n++] = bus_str_c(in->models[m].pub);
-                fmt_buf[k][0] = '\0';
+                served[k] = 0;
             }
-            s_add_formats(fmt_buf[k], S_FMT_LEN, in);
+            served[k] |= ag_instance_formats(in);
         }
     }
-    for (size_t k = 0; k < n; k++)
+    for (size_t k = 0; k < n; k++) {
+        if (ag_format_names(served[k], fmt_buf[k], S_FMT_LEN) != 0)
+            fmt_buf[k][0] = '\0'; /* never: every name fits */
         fmts[k] = bus_str_c(fmt_buf[k]);
+    }
     bus_buf_t scratch, fscratch;
     bus_buf_init(&scratch, 64 * 1024);
     bus_buf_init(&fscratch, 64 * 1024);

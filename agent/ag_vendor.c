@@ -269,9 +269,8 @@ bool ag_instance_serves(const ag_instance_t *inst, unsigned format, ag_op_t op)
     return false;
 }
 
-int ag_instance_format_names(const ag_instance_t *inst, char *out, size_t outlen)
+int ag_format_names(unsigned f, char *out, size_t outlen)
 {
-    unsigned f = ag_instance_formats(inst);
     size_t used = 0;
     if (outlen == 0)
         return -ENOSPC;

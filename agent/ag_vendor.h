@@ -191,9 +191,9 @@ unsigned ag_instance_formats(const ag_instance_t *inst);
  * "openai" chat, not embeddings). */
 bool ag_instance_serves(const ag_instance_t *inst, unsigned format, ag_op_t op);
 
-/* Writes the space-separated names of the formats inst serves for presence ("openai azure").
- * 0 or -ENOSPC. */
-int ag_instance_format_names(const ag_instance_t *inst, char *out, size_t outlen);
+/* Writes the space-separated names of a set of formats (AG_FMT_ bits) for presence ("openai
+ * azure"). 0 or -ENOSPC. */
+int ag_format_names(unsigned formats, char *out, size_t outlen);
 
 /* Checks format, method, path (and the query, for alt=sse) against the allow-list. 0 with *out
  * set; -ENOTSUP for a format this agent does not speak; -ENOENT for a path not in the list;

@@ -775,7 +775,7 @@ static void test_serves(void **state)
     static const struct {
         const ag_instance_t *inst;
         unsigned formats;  /* ag_instance_formats */
-        const char *names; /* ag_instance_format_names */
+        const char *names; /* ag_format_names(ag_instance_formats(inst)) */
         uint32_t openai, azure, anthropic, gemini, bedrock; /* ops served per format */
     } cases[] = {
         {&s_oai, AG_FMT_OPENAI, "openai", AG_OPS_OPENAI_ALL, 0, 0, 0, 0},
@@ -800,7 +800,7 @@ static void test_serves(void **state)
         const ag_instance_t *in = cases[i].inst;
         assert_int_equal(ag_instance_formats(in), cases[i].formats);
         char names[64];
-        assert_int_equal(ag_instance_format_names(in, names, sizeof names), 0);
+        assert_int_equal(ag_format_names(ag_instance_formats(in), names, sizeof names), 0);
         assert_string_equal(names, cases[i].names);
         const struct {
             unsigned fmt;
@@ -820,10 +820,10 @@ static void test_serves(void **state)
         }
     }
     char small[8];
-    assert_int_equal(ag_instance_format_names(&s_az, small, sizeof small), -ENOSPC);
-    assert_int_equal(ag_instance_format_names(&s_az, small, 0), -ENOSPC);
+    assert_int_equal(ag_format_names(ag_instance_formats(&s_az), small, sizeof small), -ENOSPC);
+    assert_int_equal(ag_format_names(ag_instance_formats(&s_az), small, 0), -ENOSPC);
     char exact[13];
-    assert_int_equal(ag_instance_format_names(&s_az, exact, sizeof exact), 0);
+    assert_int_equal(ag_format_names(ag_instance_formats(&s_az), exact, sizeof exact), 0);
     assert_string_equal(exact, "openai azure");
     /* Names of vendors and formats. */
     static const char *const vendors[] = {"openai", "azure", "anthropic",
